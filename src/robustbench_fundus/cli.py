@@ -19,6 +19,7 @@ from .errors import RBFError
 # Modules providing subcommands; a stage not built yet is skipped.
 _SUBCOMMAND_MODULES = [
     "robustbench_fundus.data._cli",
+    "robustbench_fundus.data._synth_cli",
     "robustbench_fundus.corruptions._cli",
     "robustbench_fundus.attacks._cli",
     "robustbench_fundus.models._cli",
