@@ -1,0 +1,97 @@
+"""The classifier wrapper: the one place where normalisation happens.
+
+Every stage hands the model float32 RGB in [0, 1], shape (B, 3, H, W) (DESIGN.md section 2).
+:class:`FundusClassifier` subtracts the mean and divides by the std *inside* ``forward`` and then
+runs the backbone, so attacks and corruptions never see a normalised tensor and a checkpoint
+carries its own normalisation constants.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+#: DR grades 0-4 (International Clinical DR severity scale).
+GRADE_NAMES = ("no_dr", "mild", "moderate", "severe", "proliferative")
+NUM_CLASSES = 5
+
+
+class FundusClassifier(nn.Module):
+    """A backbone plus the facts needed to feed it: ``forward(x)`` takes [0, 1] input.
+
+    Attributes: ``backbone`` (an ``nn.Module`` mapping normalised images to logits), ``mean`` and
+    ``std`` (buffers of shape (1, 3, 1, 1), so they follow ``.to(device)``), ``input_size``
+    (H, W), ``num_classes``, ``label_names``, ``preprocessing`` (the preprocessing the model
+    expects its input to have had, default ``"graham"``), ``arch`` (registry name) and ``meta``
+    (free-form provenance: training recipe, data fingerprint, metrics, ...; written into the
+    checkpoint by :func:`~robustbench_fundus.models.save_checkpoint`).
+    """
+
+    def __init__(self, backbone: nn.Module, *, arch: str, num_classes: int = NUM_CLASSES,
+                 input_size: Sequence[int] | int = (224, 224),
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 label_names: Sequence[str] | None = None, preprocessing: str = "graham",
+                 meta: dict[str, Any] | None = None):
+        super().__init__()
+        if isinstance(input_size, int):
+            input_size = (input_size, input_size)
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), got {list(mean)} and {list(std)}")
+        if any(float(s) <= 0 for s in std):
+            raise ValueError(f"std must be positive, got {list(std)}")
+        self.backbone = backbone
+        self.arch = str(arch)
+        self.num_classes = int(num_classes)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        if label_names is None:
+            label_names = GRADE_NAMES if self.num_classes == len(GRADE_NAMES) else \
+                tuple(f"class_{i}" for i in range(self.num_classes))
+        if len(label_names) != self.num_classes:
+            raise ValueError(f"{len(label_names)} label names for {self.num_classes} classes")
+        self.label_names = tuple(str(n) for n in label_names)
+        self.preprocessing = str(preprocessing)
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images to the backbone's input space (keeps x's dtype and memory format)."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"FundusClassifier expects (B, 3, H, W) RGB in [0, 1], got shape "
+                             f"{tuple(x.shape)}")
+        return self.backbone(self.normalize(x))
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, num_classes) for [0, 1] input (no gradient)."""
+        return torch.softmax(self(x).float(), dim=1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-able facts stored in a checkpoint's metadata."""
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "label_names": list(self.label_names),
+            "input_size": list(self.input_size),
+            "mean": [round(float(v), 6) for v in self.mean.flatten().tolist()],
+            "std": [round(float(v), 6) for v in self.std.flatten().tolist()],
+            "preprocessing": self.preprocessing,
+        }
+
+    def extra_repr(self) -> str:
+        h, w = self.input_size
+        return (f"arch={self.arch!r}, num_classes={self.num_classes}, input_size={h}x{w}, "
+                f"preprocessing={self.preprocessing!r}")
