@@ -23,6 +23,7 @@ from .geometry import Geometry, estimate_geometry
 
 RIM_FRACTION = 0.9
 SIGMA_DIVISOR = 30.0
+EDGE_ERODE = 2  # pixels trimmed off the mask edge (see graham())
 
 
 def gaussian_kernels(sigma: torch.Tensor, max_radius: int | None = None) -> torch.Tensor:
@@ -64,7 +65,14 @@ def graham(x: torch.Tensor, geom: Geometry | None = None) -> torch.Tensor:
         geom = estimate_geometry(x)
     geom = geom.to(x.device)
     sigma = geom.radius.float() / SIGMA_DIVISOR
+    # Erode the mask by EDGE_ERODE px: where the frame cuts the disc, the boundary rows of a
+    # resampled crop are part black (partial-coverage averaging, JPEG ringing); left in, the
+    # high-pass turns them into a dark line along the cut. Padding with -inf keeps a disc that
+    # runs to the image border un-eroded there.
     m = geom.mask.float()
+    if EDGE_ERODE > 0:
+        k = 2 * EDGE_ERODE + 1
+        m = 1.0 - F.max_pool2d(1.0 - m, kernel_size=k, stride=1, padding=EDGE_ERODE)
     # Normalised convolution: the local mean is taken over fundus pixels only, so a disc cut by
     # the frame (or a black border) does not leave a bright/dark band along the cut. On a full
     # disc well inside 0.9 R this equals the plain blur.

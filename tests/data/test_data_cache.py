@@ -1,0 +1,111 @@
+"""On-disk cache of working-size crops: hits skip decoding, keyed by content and size, atomic."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import robustbench_fundus.data.cache as cache_mod
+from _datastage_helpers import disc_image, save_image
+from robustbench_fundus.data import load_working
+from robustbench_fundus.data.cache import default_cache_dir, load_working_ex
+from robustbench_fundus.errors import DataError
+
+
+@pytest.fixture
+def photo(tmp_path):
+    return save_image(disc_image(64, 96, 47.5, 31.5, 40.0, seed=3), tmp_path / "src" / "a.jpeg",
+                      quality=95)
+
+
+def _no_decode(*a, **k):
+    raise AssertionError("decoded although cached")
+
+
+def test_second_pass_does_not_decode(tmp_path, photo, monkeypatch):
+    cdir = tmp_path / "cache"
+    a, hit = load_working_ex(photo, 48, cache_dir=cdir)
+    assert not hit and a.dtype == torch.uint8 and a.shape == (3, 48, 48)
+    files = list(cdir.rglob("*.png"))
+    assert len(files) == 1 and np.asarray(Image.open(files[0])).dtype == np.uint8
+    monkeypatch.setattr(cache_mod, "decode_bytes", _no_decode)
+    b, hit = load_working_ex(photo, 48, cache_dir=cdir)
+    assert hit and torch.equal(a, b)
+    # keyed by content: a copy under another name hits too
+    other = tmp_path / "elsewhere" / "renamed.jpeg"
+    other.parent.mkdir()
+    shutil.copy(photo, other)
+    assert load_working_ex(other, 48, cache_dir=cdir)[1]
+
+
+def test_keyed_by_size_and_content(tmp_path, photo):
+    cdir = tmp_path / "cache"
+    load_working(photo, 48, cache_dir=cdir)
+    assert not load_working_ex(photo, 32, cache_dir=cdir)[1]          # other size: miss
+    save_image(disc_image(64, 96, 47.5, 31.5, 30.0, seed=4), photo, quality=95)  # edited file
+    c, hit = load_working_ex(photo, 48, cache_dir=cdir)
+    assert not hit
+    assert len(list(cdir.rglob("*.png"))) == 3
+    assert not list(cdir.rglob(".tmp-*"))  # no temporary files left behind
+
+
+def test_cached_equals_uncached(tmp_path, photo):
+    a = load_working(photo, 40, cache_dir=False)
+    b = load_working(photo, 40, cache_dir=tmp_path / "c")
+    c = load_working(photo, 40, cache_dir=tmp_path / "c")
+    assert torch.equal(a, b) and torch.equal(b, c)
+    assert not (tmp_path / "c").exists() or len(list((tmp_path / "c").rglob("*.png"))) == 1
+
+
+def test_damaged_entry_is_rewritten(tmp_path, photo):
+    cdir = tmp_path / "cache"
+    a = load_working(photo, 48, cache_dir=cdir)
+    (f,) = list(cdir.rglob("*.png"))
+    f.write_bytes(f.read_bytes()[:50])  # half-written file from an old crash
+    b, hit = load_working_ex(photo, 48, cache_dir=cdir)
+    assert not hit and torch.equal(a, b)
+    assert load_working_ex(photo, 48, cache_dir=cdir)[1]
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, photo, monkeypatch):
+    cdir = tmp_path / "cache"
+
+    real_fdopen = cache_mod.os.fdopen
+
+    class Full:
+        def __init__(self, fd, mode):
+            self.fh = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.fh.close()
+
+        def write(self, data):
+            self.fh.write(data[:20])
+            raise OSError("disk full")
+
+    monkeypatch.setattr(cache_mod.os, "fdopen", Full)
+    out = load_working(photo, 48, cache_dir=cdir)  # a failing cache never stops loading
+    assert out.shape == (3, 48, 48)
+    assert not [p for p in cdir.rglob("*") if p.is_file()]
+
+
+def test_default_dir_from_env(tmp_path, monkeypatch, photo):
+    monkeypatch.setenv("RBF_CACHE_DIR", str(tmp_path / "envcache"))
+    assert default_cache_dir() == tmp_path / "envcache"
+    load_working(photo, 32)
+    assert list((tmp_path / "envcache").rglob("*.png"))
+    monkeypatch.delenv("RBF_CACHE_DIR")
+    assert default_cache_dir().name == "robustbench_fundus"
+
+
+def test_unreadable_raises_data_error(tmp_path):
+    p = tmp_path / "bad.jpeg"
+    p.write_bytes(b"\xff\xd8\xff\xe0 garbage")
+    with pytest.raises(DataError, match="bad.jpeg"):
+        load_working(p, 32, cache_dir=tmp_path / "c")
