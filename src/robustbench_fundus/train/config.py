@@ -1,0 +1,160 @@
+"""The training configuration (one typed dataclass) and the parsers for its CLI spellings."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from fractions import Fraction
+from typing import Any
+
+from ..errors import RBFError
+from .augment import AugmentConfig
+
+RECIPES = ("baseline", "corruption", "adversarial")
+BALANCE = ("none", "sampler", "loss")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the checkpoint's metadata).
+
+    ``data``: a data-set folder (any layout ``rbf`` reads) or ``"synthetic"`` /
+    ``"synthetic:N"`` (N generated images for training, plus a held-out synthetic validation
+    set of ``val_fraction`` x N from another seed). ``size`` defaults to the architecture's
+    input size. ``eps`` is in [0, 1] pixel units (2.5/255 by default, the reference's).
+    """
+
+    arch: str = "tiny_cnn"
+    data: str = "synthetic"
+    recipe: str = "baseline"
+    out: str = "model.safetensors"
+    epochs: int = 10
+    size: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    balance: str = "loss"
+    seed: int = 0
+    val_fraction: float = 0.3
+    labels: str | None = None
+    # corruption recipe
+    severities: tuple[int, ...] = (1, 2, 3, 4)
+    corruptions: tuple[str, ...] | None = None   # None: the benchmark's default set
+    corruption_prob: float = 1.0                 # fraction of samples corrupted (the rest clean)
+    # adversarial recipe
+    eps: float = 2.5 / 255
+    steps: int = 5
+    adv_weight: float = 0.5
+    # augmentation
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # machinery
+    device: str | None = None      # None: cuda when available, else cpu
+    amp: bool | None = None        # None: on for cuda
+    channels_last: bool | None = None  # None: on for cuda
+    num_workers: int = 0
+    cache_dir: str | None = None
+    max_steps: int | None = None   # stop after this many optimizer steps (tests, smoke runs)
+    resume: bool = False
+    log_every: int = 0             # print a line every N steps (0: only per epoch)
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise RBFError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        if self.balance not in BALANCE:
+            raise RBFError(f"--balance must be one of {', '.join(BALANCE)}, got {self.balance!r}")
+        if self.epochs < 1:
+            raise RBFError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise RBFError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.adv_weight <= 1.0:
+            raise RBFError(f"--adv-weight must be in [0, 1], got {self.adv_weight}")
+        if not 0.0 <= self.eps <= 1.0:
+            raise RBFError(f"--eps must be in [0, 1] (pixel units; write 2.5/255), got {self.eps}")
+        if self.steps < 1:
+            raise RBFError(f"--steps must be at least 1, got {self.steps}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise RBFError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        self.severities = tuple(int(s) for s in self.severities)
+        if not self.severities or any(s < 1 or s > 4 for s in self.severities):
+            raise RBFError(f"--severities must be within 1-4, got {list(self.severities)}")
+        if self.corruptions is not None:
+            self.corruptions = tuple(self.corruptions)
+        if isinstance(self.augment, dict):
+            aug = dict(self.augment)
+            if "scale" in aug:
+                aug["scale"] = tuple(aug["scale"])
+            self.augment = AugmentConfig(**aug)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (lists for tuples), for checkpoint metadata and the training state."""
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        d["severities"] = list(self.severities)
+        d["corruptions"] = list(self.corruptions) if self.corruptions is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    # Fields that may differ between an interrupted run and its resumption.
+    RESUMABLE_CHANGES = ("out", "resume", "num_workers", "cache_dir", "log_every", "quiet",
+                         "device", "max_steps", "epochs")
+
+
+def parse_eps(text: str | float) -> float:
+    """``"2.5/255"``, ``"0.01"`` or a float -> float in [0, 1]."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    s = str(text).strip()
+    try:
+        if "/" in s:
+            num, den = s.split("/", 1)
+            return float(num) / float(den)
+        return float(Fraction(s)) if re.fullmatch(r"[0-9.]+", s) else float(s)
+    except (ValueError, ZeroDivisionError):
+        raise RBFError(f"cannot read eps {text!r}: write it like 2.5/255 or 0.0098") from None
+
+
+def parse_severities(text: str | int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """``"1-4"`` -> (1, 2, 3, 4); ``"2"`` -> (2,); ``"1,3"`` -> (1, 3)."""
+    if isinstance(text, int):
+        return (text,)
+    if isinstance(text, (tuple, list)):
+        return tuple(int(s) for s in text)
+    out: list[int] = []
+    try:
+        for part in str(text).replace(" ", "").split(","):
+            if not part:
+                continue
+            if "-" in part:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if lo > hi:
+                    raise ValueError
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise RBFError(f"cannot read severities {text!r}: write a range like 1-4 or a list "
+                       "like 1,2") from None
+    if not out or any(s < 1 or s > 4 for s in out):
+        raise RBFError(f"severities must lie within 1-4, got {text!r}")
+    return tuple(sorted(set(out)))
+
+
+def parse_data_spec(spec: str | None) -> tuple[str, int | None]:
+    """None, "synthetic", "synthetic:N" -> ("synthetic", N or None); else ("dir", None)."""
+    if spec is None or spec == "synthetic":
+        return "synthetic", None
+    m = re.fullmatch(r"synthetic:(\d+)", spec)
+    if m:
+        n = int(m.group(1))
+        if n < 2:
+            raise RBFError(f"--data {spec}: need at least 2 synthetic images")
+        return "synthetic", n
+    if spec.startswith("synthetic:"):
+        raise RBFError(f"--data {spec!r}: write synthetic or synthetic:N with N an integer")
+    return "dir", None

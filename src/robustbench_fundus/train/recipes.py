@@ -1,0 +1,116 @@
+"""What one training batch goes through, per recipe (DESIGN.md section 2)::
+
+    uint8 working-size crop -> x = image / 255
+      -> augment (train only: flips, rotation, scale, brightness, contrast)
+      -> fundus geometry of the (augmented) clean image
+      -> [corruption recipe: a random corruption at a random severity per sample, raw image space,
+          from the same corruption objects the benchmark uses, with that geometry]
+      -> Graham preprocessing with that geometry (when the model expects it)
+      -> model input in [0, 1]  -> [adversarial recipe: PGD on this input, model in eval mode]
+
+Validation batches skip the augmentation and the corruption.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..data.geometry import estimate_geometry
+from ..data.graham import graham
+from ..errors import RBFError
+from .augment import augment_batch
+from .config import TrainConfig
+
+
+class BatchPipeline:
+    """Turns loader batches into model inputs for one run (``model`` is the unwrapped
+    :class:`~robustbench_fundus.models.FundusClassifier`, also used for the attack)."""
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, device: torch.device, *,
+                 channels_last: bool = False, amp_dtype: torch.dtype | None = None):
+        self.model = model
+        self.cfg = cfg
+        self.device = device
+        self.channels_last = channels_last
+        self.amp_dtype = amp_dtype
+        self.preprocessing = getattr(model, "preprocessing", "graham")
+        self.corruptor = make_corruptor(cfg) if cfg.recipe == "corruption" else None
+        self.attack = make_attack(cfg) if cfg.recipe == "adversarial" else None
+
+    def inputs(self, images: torch.Tensor, draws: torch.Tensor, *, train: bool,
+               epoch: int = 0) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).float().div_(255.0)
+        if train:
+            x = augment_batch(x, draws, seed=self.cfg.seed, epoch=epoch, config=self.cfg.augment)
+        need_geom = self.preprocessing == "graham" or (train and self.corruptor is not None)
+        geom = estimate_geometry(x) if need_geom else None
+        if train and self.corruptor is not None:
+            x = self.corruptor(x, geom, draws, epoch)
+        if self.preprocessing == "graham":
+            x = graham(x, geom)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def adversarial(self, x: torch.Tensor, y: torch.Tensor, draws: torch.Tensor,
+                    epoch: int = 0) -> torch.Tensor:
+        """PGD examples for ``x`` (model input space); the model is attacked in eval mode (BN
+        statistics frozen, no dropout) and is left in eval mode (the caller switches back)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            x_adv = self.attack(self.model, x, y, draws, epoch)
+        finally:
+            self.model.train(was_training)
+        return x_adv.detach()
+
+
+# -- corruption recipe ----------------------------------------------------------------------------
+def make_corruptor(cfg: TrainConfig):
+    """A callable ``(x, geom, draws, epoch) -> x_corrupted`` drawing, per sample, one corruption
+    of ``cfg.corruptions`` (the benchmark's set when None) and one severity of ``cfg.severities``,
+    through the corruption stage's :class:`RandomCorruption`."""
+    from ..corruptions import RandomCorruption
+
+    sev = tuple(sorted(cfg.severities))
+    if sev != tuple(range(sev[0], sev[-1] + 1)):
+        raise RBFError(f"--severities {list(sev)}: the corruption recipe draws from a contiguous "
+                       "range; write it like 1-4 or 2-3")
+    kwargs: dict[str, Any] = {"severities": (sev[0], sev[-1]), "p": cfg.corruption_prob}
+    if cfg.corruptions:
+        kwargs["names"] = list(cfg.corruptions)
+    rc = RandomCorruption(**kwargs)
+
+    def corrupt(x: torch.Tensor, geom, draws: torch.Tensor, epoch: int) -> torch.Tensor:
+        # Draws depend on (seed, epoch, draw): a fresh corruption each time a sample is seen,
+        # independent of the batch it sits in.
+        return rc(x, seed=cfg.seed, step=int(epoch), sample_ids=draws.cpu(), geom=geom)
+
+    corrupt.random_corruption = rc  # type: ignore[attr-defined]
+    return corrupt
+
+
+# -- adversarial recipe ---------------------------------------------------------------------------
+def make_attack(cfg: TrainConfig):
+    """A callable ``(model, x, y, draws, epoch) -> x_adv``: the attack stage's PGD (Linf, random
+    start, step 2.5 eps/steps) at ``cfg.eps`` with ``cfg.steps`` steps.
+
+    The engine attacks the samples the model gets right and stops stepping a sample as soon as
+    it is misclassified (keeping that iterate), so misclassified samples enter the adversarial
+    loss unperturbed: early-stopped PGD, as in "friendly" adversarial training (Zhang et al.,
+    ICML 2020), rather than Madry's fixed step count. The engine's sanity checks are switched
+    off (they cost extra passes and only matter when benchmarking)."""
+    from ..attacks import get_attack
+
+    atk = get_attack("pgd", steps=cfg.steps, sanity_eps=0.0, keep_adv=True)
+
+    def run(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, draws: torch.Tensor,
+            epoch: int) -> torch.Tensor:
+        # random-start noise keyed by (seed, sample): make it differ between epochs too
+        ids = draws.to(torch.long).cpu() + int(epoch) * (1 << 31)
+        res = atk(model, x, y, [cfg.eps], seed=cfg.seed, sample_ids=ids)
+        return res[0].x_adv
+
+    run.attack = atk  # type: ignore[attr-defined]
+    return run
