@@ -1,0 +1,57 @@
+"""Must-show 3: 2 CPU processes under torchrun (gloo) on an odd number of images give exactly
+the numbers of a one-process run."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from _bench_helpers import tiny_checkpoint
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sections(out: str) -> dict:
+    rep = json.loads(out)
+    for sec in [rep["clean"], *rep["corruptions"], *rep["attacks"]]:
+        sec.pop("seconds")
+    return {k: rep[k] for k in ("clean", "corruptions", "attacks", "summary", "dataset")}
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_one_process(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", size=32, seed=3)
+    args = ["bench", "--model", str(ckpt), "--data", "synthetic:7", "--corruptions",
+            "motion_blur,light_leakage", "--severities", "2,4", "--eps", "1/255,4/255",
+            "--steps", "2", "--batch-size", "2", "--chunk-size", "3", "--json",
+            "--no-progress", "--device", "cpu"]
+    one = subprocess.run([sys.executable, "-m", "robustbench_fundus", *args,
+                          "--store", str(tmp_path / "one.sqlite")],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+                          "-m", "robustbench_fundus", *args,
+                          "--store", str(tmp_path / "two.sqlite")],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _sections(one.stdout), _sections(two.stdout)
+    assert a["clean"]["n"] == 7
+    assert a == b
+    assert json.loads(two.stdout)["provenance"]["world_size"] == 2
+    # rank 0 alone wrote the store, with the same rows
+    import sqlite3
+    q = "SELECT condition, n, accuracy, confusion, n_attacked, n_broken FROM results ORDER BY 1"
+    r1 = sqlite3.connect(tmp_path / "one.sqlite").execute(q).fetchall()
+    r2 = sqlite3.connect(tmp_path / "two.sqlite").execute(q).fetchall()
+    assert r1 == r2 and len(r1) == 1 + 4 + 2
