@@ -9,6 +9,7 @@ import multiprocessing as mp
 import os
 import random
 import sqlite3
+import sys
 import time
 
 import pytest
@@ -18,9 +19,10 @@ from _bench_helpers import tiny_checkpoint
 from robustbench_fundus.bench import ResultStore, load_entries, render
 from robustbench_fundus.cli import main
 
-ARGS = ["--data", "synthetic:6", "--corruptions", "all", "--severities", "2,4",
+N_IMAGES = 20  # one chunk per image: about 0.05 s each here, so a run lasts about 1 s
+ARGS = ["--data", f"synthetic:{N_IMAGES}", "--corruptions", "all", "--severities", "2,4",
         "--attack", "pgd", "--eps", "1/255,4/255", "--steps", "2", "--batch-size", "2",
-        "--chunk-size", "1", "--no-progress", "--device", "cpu"]
+        "--chunk-size", "1", "--no-progress", "--device", "cpu", "--json"]
 VOLATILE = ("id", "created", "seconds")
 
 
@@ -34,6 +36,7 @@ def _child(argv):
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.dup2(null, 2)
+    sys.stdout = sys.stderr = open(os.devnull, "w")
     os._exit(main(argv))
 
 
@@ -72,7 +75,8 @@ def _run(tmp_path):
     ref = tmp_path / "ref.sqlite"
     assert main(_cmd(ckpt, ref)) == 0  # the uninterrupted reference, in-process
     # about one chunk (one image through the 11 conditions), from the reference's timings
-    chunk_s = max(0.05, sum(r["seconds"] for r in ResultStore(ref).results()) / 6)
+    with ResultStore(ref) as st:
+        chunk_s = max(0.02, sum(r["seconds"] for r in st.results()) / N_IMAGES)
 
     store = tmp_path / "killed.sqlite"
     rng = random.Random(1234)
@@ -83,7 +87,7 @@ def _run(tmp_path):
         p = ctx.Process(target=_child, args=(_cmd(ckpt, store),))
         p.start()
         if attempt == 0:  # anywhere: start-up, model loading, first chunk
-            time.sleep(rng.uniform(0.0, 1.5 * chunk_s))
+            time.sleep(rng.uniform(0.0, 0.3 + chunk_s))
         else:  # mid-run: just after a commit, or somewhere inside the next chunk
             before = _progress(store)
             t0 = time.time()
@@ -95,7 +99,6 @@ def _run(tmp_path):
             kills += 1
         p.join()
         progress.append(_progress(store))
-    print("chunk_s", chunk_s, "progress", progress)
     assert kills >= 3, f"the run finished before it could be killed ({progress})"
     assert main(_cmd(ckpt, store)) == 0  # the resuming run
 

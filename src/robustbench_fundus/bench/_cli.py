@@ -125,8 +125,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{report.provenance['device']}")
         print(report.summary_table())
         t = report.provenance["timings"]
+        sal = f"; saliency {t['saliency_s']:.1f} s" if t.get("saliency_s") else ""
         print(f"time {t['total_s']:.1f} s ({report.provenance['conditions_computed']} conditions "
-              f"computed, {report.provenance['conditions_from_store']} from the store)")
+              f"computed, {report.provenance['conditions_from_store']} from the store{sal})")
         if store is not None:
             _print_leaderboard(store)
     return 0

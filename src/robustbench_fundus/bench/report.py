@@ -146,7 +146,6 @@ def attack_sanity_flags(name: str, rows: list[tuple[float, dict]]) -> list[Flag]
         f = dict(f)
         code = str(f.pop("name", f.pop("code", "attack_sanity")))
         msg = str(f.pop("message", code))
-        f.setdefault("n_batches_total", kw["batches"])
         out.append(Flag(code, f"{name}: {msg}", f"attack/{name}", f))
     return out
 
