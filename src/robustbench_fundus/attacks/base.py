@@ -419,8 +419,12 @@ class ModuleFn(nn.Module):
         return self._ctx.forward(x)
 
 
-def parse_eps(spec: str | float | Sequence[str | float]) -> list[float]:
-    """``"0.5/255,1/255,2/255"`` (or a list of such items or floats) -> [floats]."""
+def parse_eps(spec: str | float | Sequence[str | float], *, what: str = "eps") -> list[float]:
+    """``"0.5/255,1/255,2/255"`` (or a list of such items or numbers) -> floats, in the given order.
+
+    The one eps parser of the library (the bench and train CLIs use it too). Each value must lie in
+    (0, 1]: eps is in [0,1] pixel units. ``what`` names the argument in error messages.
+    """
     items: Sequence[str | float]
     if isinstance(spec, str):
         items = [s for s in spec.replace(" ", "").split(",") if s]
@@ -438,10 +442,16 @@ def parse_eps(spec: str | float | Sequence[str | float]) -> list[float]:
                 else:
                     v = float(it)
             except (ValueError, ZeroDivisionError):
-                raise RBFError(f"bad eps {it!r}: write a number such as 0.0078 or 2/255") from None
+                raise RBFError(f"{what}: bad eps {it!r}: write a number such as 0.0078 or 2/255"
+                               ) from None
         else:
             v = float(it)
+        if not (math.isfinite(v) and 0 < v <= 1):
+            raise RBFError(f"{what}: eps {it!r} is outside (0, 1]; eps is in [0,1] pixel units "
+                           "(write 2/255, not 2)")
         out.append(v)
+    if not out:
+        raise RBFError(f"{what}: no eps given; write e.g. 2/255 or 0.5/255,1/255")
     return out
 
 

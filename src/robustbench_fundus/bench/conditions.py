@@ -26,10 +26,8 @@ per part of the N images and combined when all parts are in (see ``evaluate``).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from ..errors import RBFError
 
@@ -118,70 +116,23 @@ def saliency_condition(n_images: int, steps: int, baseline: str, method: str = "
 
 # -- parsing ---------------------------------------------------------------------------------
 def parse_eps(value: str | float | Sequence[str | float] | None) -> list[float]:
-    """'0.5/255,1/255,0.01' (or a list of numbers/strings) -> sorted unique eps in [0,1]."""
+    """'0.5/255,1/255,0.01' (or a list of numbers/strings) -> sorted unique eps in (0,1];
+    None -> the default sweep. Values are read by :func:`robustbench_fundus.attacks.parse_eps`."""
     if value is None:
         return list(DEFAULT_EPS)
-    items: Iterable = value.split(",") if isinstance(value, str) else (
-        [value] if isinstance(value, (int, float)) else value)
-    out = []
-    for it in items:
-        if isinstance(it, str):
-            s = it.strip()
-            if not s:
-                continue
-            try:
-                if "/" in s:
-                    num, den = s.split("/", 1)
-                    v = float(num) / float(den)
-                else:
-                    v = float(Fraction(s)) if re.fullmatch(r"\d+", s) else float(s)
-            except (ValueError, ZeroDivisionError):
-                raise RBFError(f"--eps: cannot read {s!r}; give values like 2/255 or 0.0078, "
-                               "comma-separated") from None
-        else:
-            v = float(it)
-        if not 0 < v <= 1:
-            raise RBFError(f"--eps: {it!r} is outside (0, 1]; eps is in [0,1] pixel units "
-                           "(write 2/255, not 2)")
-        out.append(v)
-    if not out:
-        raise RBFError("--eps: no values given")
-    # unique by key, ascending
-    uniq = {eps_key(v): v for v in out}
+    from ..attacks.base import parse_eps as _parse_eps
+    out = _parse_eps(value, what="--eps")
+    uniq = {eps_key(v): v for v in out}  # unique by key, ascending
     return sorted(uniq.values())
 
 
 def parse_severities(value: str | int | Sequence[int] | None, max_severity: int = 5) -> list[int]:
-    """'1-4' | '2,4' | 3 | [1,2] -> sorted unique severities >= 1."""
+    """'1-4' | '2,4' | 3 | [1,2] -> sorted unique severities; None -> the default 1-4.
+    See :func:`robustbench_fundus.corruptions.parse_severities`."""
     if value is None:
         return list(DEFAULT_SEVERITIES)
-    if isinstance(value, int):
-        vals = [value]
-    elif isinstance(value, str):
-        vals = []
-        for part in value.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-            try:
-                if m:
-                    a, b = int(m.group(1)), int(m.group(2))
-                    if a > b:
-                        raise ValueError
-                    vals.extend(range(a, b + 1))
-                else:
-                    vals.append(int(part))
-            except ValueError:
-                raise RBFError(f"--severities: cannot read {part!r}; use e.g. 1-4 or 2,4") from None
-    else:
-        vals = [int(v) for v in value]
-    if not vals:
-        raise RBFError("--severities: no severities given")
-    bad = [v for v in vals if not 1 <= v <= max_severity]
-    if bad:
-        raise RBFError(f"--severities: {bad} out of range 1-{max_severity}")
-    return sorted(set(vals))
+    from ..corruptions.base import parse_severities as _parse_severities
+    return _parse_severities(value, max_severity=max_severity)
 
 
 def resolve_corruptions(spec: str | Sequence[str] | None) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..registry import Registry
 from .augment import RandomCorruption
-from .base import Corruption, masked_rmse, quantise
+from .base import Corruption, masked_rmse, parse_severities, quantise
 from .fundus import (ExposureConfig, LightLeakage, LightLeakageConfig, MotionBlur,
                      MotionBlurConfig, OverExposure, UnderExposure)
 from .imagenet_c import IMAGENET_C_CORRUPTIONS as _IC_BASE
@@ -33,7 +33,7 @@ __all__ = [
     "REGISTRY", "get_corruption", "describe", "FUNDUS_CORRUPTIONS", "IMAGENET_C_CORRUPTIONS",
     "IMAGENET_C_PREFIX", "Corruption", "RandomCorruption", "LightLeakage", "MotionBlur",
     "UnderExposure", "OverExposure", "LightLeakageConfig", "MotionBlurConfig", "ExposureConfig",
-    "ImageNetCCorruption", "ImageNetCConfig", "masked_rmse", "quantise",
+    "ImageNetCCorruption", "ImageNetCConfig", "masked_rmse", "quantise", "parse_severities",
 ]
 
 REGISTRY: Registry = Registry("corruption", "robustbench_fundus.corruptions")

@@ -19,8 +19,10 @@ image); shape, dtype and device are those of the input; each sample depends only
 """
 from __future__ import annotations
 
+import re
+
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -189,3 +191,35 @@ def per_severity(default: tuple, help: str = "") -> Any:
 def fixed(default: Any, help: str = "") -> Any:
     """A dataclass field holding one value for all severities."""
     return dataclasses.field(default=default, metadata={"per_severity": False, "help": help})
+
+
+def parse_severities(value: str | int | Sequence[int], max_severity: int = 5) -> list[int]:
+    """'1-4' | '2,4' | 3 | [1,2] -> sorted unique severities in 1..max_severity (the one
+    severity parser of the library: bench and train CLIs use it)."""
+    if isinstance(value, int):
+        vals = [value]
+    elif isinstance(value, str):
+        vals = []
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+            try:
+                if m:
+                    a, b = int(m.group(1)), int(m.group(2))
+                    if a > b:
+                        raise ValueError
+                    vals.extend(range(a, b + 1))
+                else:
+                    vals.append(int(part))
+            except ValueError:
+                raise RBFError(f"--severities: cannot read {part!r}; use e.g. 1-4 or 2,4") from None
+    else:
+        vals = [int(v) for v in value]
+    if not vals:
+        raise RBFError("--severities: no severities given")
+    bad = [v for v in vals if not 1 <= v <= max_severity]
+    if bad:
+        raise RBFError(f"--severities: {bad} out of range 1-{max_severity}")
+    return sorted(set(vals))

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 # A pixel is foreground when its brightest channel exceeds this fraction of the image's bright
 # level (99th percentile of the brightest channel), clamped to absolute bounds. Dim, vignetted rims

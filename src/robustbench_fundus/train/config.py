@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
-from fractions import Fraction
 from typing import Any
 
 from ..errors import RBFError
@@ -105,44 +104,18 @@ class TrainConfig:
 
 
 def parse_eps(text: str | float) -> float:
-    """``"2.5/255"``, ``"0.01"`` or a float -> float in [0, 1]."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    s = str(text).strip()
-    try:
-        if "/" in s:
-            num, den = s.split("/", 1)
-            return float(num) / float(den)
-        return float(Fraction(s)) if re.fullmatch(r"[0-9.]+", s) else float(s)
-    except (ValueError, ZeroDivisionError):
-        raise RBFError(f"cannot read eps {text!r}: write it like 2.5/255 or 0.0098") from None
+    """``"2.5/255"``, ``"0.01"`` or a float -> one float in (0, 1] (the training radius)."""
+    from ..attacks.base import parse_eps as _parse_eps
+    vals = _parse_eps(text, what="--eps")
+    if len(vals) != 1:
+        raise RBFError(f"--eps: training uses one radius, got {text!r}; write e.g. 2.5/255")
+    return vals[0]
 
 
 def parse_severities(text: str | int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """``"1-4"`` -> (1, 2, 3, 4); ``"2"`` -> (2,); ``"1,3"`` -> (1, 3)."""
-    if isinstance(text, int):
-        return (text,)
-    if isinstance(text, (tuple, list)):
-        return tuple(int(s) for s in text)
-    out: list[int] = []
-    try:
-        for part in str(text).replace(" ", "").split(","):
-            if not part:
-                continue
-            if "-" in part:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if lo > hi:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise RBFError(f"cannot read severities {text!r}: write a range like 1-4 or a list "
-                       "like 1,2") from None
-    if not out or any(s < 1 or s > 4 for s in out):
-        raise RBFError(f"severities must lie within 1-4, got {text!r}")
-    return tuple(sorted(set(out)))
+    """``"1-4"`` -> (1, 2, 3, 4); ``"2"`` -> (2,); ``"1,3"`` -> (1, 3); within 1-4."""
+    from ..corruptions.base import parse_severities as _parse_severities
+    return tuple(_parse_severities(text, max_severity=4))
 
 
 def parse_data_spec(spec: str | None) -> tuple[str, int | None]:
