@@ -602,9 +602,14 @@ def make_flags(clean: CleanResult | None, cors: list[CorruptionResult],
                 flags.append(Flag("below_majority", f"clean accuracy {clean.accuracy:.3f} is not "
                                   f"above always predicting the commonest grade ({majority:.3f})"))
     for c in cors:
-        if c.drop < -0.02:
+        # A gain is worth a flag only beyond sampling noise: two standard errors of the clean
+        # accuracy (a few images on a small set would otherwise flag at random).
+        p = clean.accuracy if clean.n else 0.0
+        noise = 2.0 * math.sqrt(max(p * (1 - p), 1e-12) / c.n) if c.n else 1.0
+        if c.drop < -max(0.02, noise):
             flags.append(Flag("corruption_helps", f"{c.name} at severity {c.severity} raises "
-                              f"accuracy by {-c.drop:.3f}", f"corruption/{c.name}/{c.severity}"))
+                              f"accuracy by {-c.drop:.3f} (beyond two standard errors, "
+                              f"{noise:.3f})", f"corruption/{c.name}/{c.severity}"))
     by: dict[str, list[AttackResult]] = {}
     for a in atks:
         by.setdefault(a.name, []).append(a)
