@@ -389,6 +389,22 @@ class Context:
         with torch.autocast(device_type=self.device.type, enabled=False):
             return self.model(x).float()
 
+    def confirm(self, x: torch.Tensor, y: torch.Tensor, fooled: torch.Tensor) -> torch.Tensor:
+        """Under mixed precision, re-check claimed breaks with a float32 forward.
+
+        A bf16 forward can call a sample fooled when its top two logits differ by ~1e-3; the
+        engine would then stop stepping it and the float32 verification would reject the break at
+        every eps, leaving a false plateau in the success curve. Rejected claims stay active.
+        Without autocast this is the identity (no extra work)."""
+        if not self.amp or not bool(fooled.any()):
+            return fooled
+        idx = fooled.nonzero().squeeze(1)
+        with torch.no_grad():
+            ok = predict(self.forward_fp32(x[idx].detach())) != y[idx]
+        out = fooled.clone()
+        out[idx] = ok
+        return out
+
     def record_grad(self, grad: torch.Tensor) -> None:
         """Count zero / non-finite input gradients (masked-gradient flag)."""
         g = grad.detach().flatten(1)

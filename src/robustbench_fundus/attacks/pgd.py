@@ -142,7 +142,7 @@ def pgd_sweep(ctx: Context, x: torch.Tensor, y: torch.Tensor, eps: list[float], 
             with torch.enable_grad():
                 xa.requires_grad_(want_grad)
                 logits = ctx.forward(xa)
-                fooled = predict(logits) != y[active]
+                fooled = ctx.confirm(xa, y[active], predict(logits) != y[active])
                 if want_grad:
                     keep = ~fooled
                     obj = attack_loss(logits[keep], y[active][keep], loss) \
@@ -253,7 +253,7 @@ class FGSM(Attack):
             if e > 0 and act.numel():
                 xs = (x[act] + e * sign[act]).clamp(0, 1)
                 with torch.no_grad():
-                    fooled = predict(ctx.forward(xs)) != y[act]
+                    fooled = ctx.confirm(xs, y[act], predict(ctx.forward(xs)) != y[act])
                 x_adv[act] = xs
                 idx = act[fooled]
                 broken[idx] = True
