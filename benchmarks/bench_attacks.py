@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
 
-    lines = [f"# PGD-10 eps sweep: ours vs torchattacks.PGD per eps", "",
+    lines = ["# PGD-10 eps sweep: ours vs torchattacks.PGD per eps", "",
              f"device {result['device']}, model {args.model} at {args.size} px, n={args.n}, "
              f"batch {args.batch}, torch {torch.__version__}, {result['amp']}; clean accuracy "
              f"{rows['ours'][1].clean_accuracy:.3f} (n_attacked={rows['ours'][1].n_attacked}).", "",

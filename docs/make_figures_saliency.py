@@ -59,7 +59,7 @@ def code_key() -> str:
     import hashlib
     h = hashlib.sha256()
     src = REPO / "src" / "robustbench_fundus"
-    for f in ("data/synth.py", "data/geometry.py", "data/graham.py", "models/tiny.py"):
+    for f in ("data/synth.py", "preprocessing/geometry.py", "preprocessing/graham.py", "models/tiny.py"):
         h.update((src / f).read_bytes())
     h.update(Path(__file__).read_bytes().split(b"def main()")[0])
     return h.hexdigest()[:10]
@@ -189,7 +189,7 @@ def main() -> int:
             print(f"{k}: synthetic val accuracy {accuracy(m, val):.3f}")
             s = saliency_scores(m, val["x"], val["y"], val["lesion"], val["fundus"], steps=32,
                                 baseline="grey")
-            print(f"  saliency (grey baseline, true class): "
+            print("  saliency (grey baseline, true class): "
                   + json.dumps({k2: (round(v, 3) if isinstance(v, float) else v)
                                 for k2, v in s.items() if k2 != "per_sample"}))
 

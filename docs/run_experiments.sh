@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces docs/experiments.md: a small version of the reference study (DESIGN.md section 1).
+# Reproduces docs/experiments.md: a small version of the reference study (see docs/experiments.md).
 # Trains three models with `rbf train` on synthetic fundus images -- baseline, corruption-trained
 # (severities 1-4) and PGD adversarially trained (0.5 clean + 0.5 adversarial, 5 steps,
 # eps 2.5/255) -- then benchmarks each with `rbf bench` (its defaults: the 4 fundus corruptions at

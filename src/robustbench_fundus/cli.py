@@ -37,7 +37,7 @@ _LIST_KINDS = {
 
 def _cmd_list(args: argparse.Namespace) -> int:
     mod = importlib.import_module(_LIST_KINDS[args.kind])
-    rows = mod.describe(args.pattern) if args.pattern else mod.describe()
+    rows = mod.describe(args.pattern or "*", full=bool(args.json))
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -48,15 +48,41 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_table(rows: list[dict]) -> str:
-    """A plain fixed-width table of dict rows (keys of the first row are the columns)."""
+#: Width of the terminal output the CLI writes (tables are fitted to it).
+WIDTH = 100
+_GAP = "  "
+
+
+def format_table(rows: list[dict], width: int | None = WIDTH) -> str:
+    """A plain fixed-width table of dict rows (keys of the first row are the columns), at most
+    ``width`` characters a line: when the natural widths do not fit, the widest columns are
+    narrowed (never below their header) and their cells shortened with ``...``."""
     cols = list(rows[0].keys())
     cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    if width is not None:
+        # narrow the free-text description first, then the widest other column; the first
+        # column (the name) is never cut
+        floor = [len(c) if k else widths[0] for k, c in enumerate(cols)]
+        desc = cols.index("description") if "description" in cols else None
+        while sum(widths) + len(_GAP) * (len(cols) - 1) > width:
+            if desc is not None and widths[desc] > max(floor[desc], 24):
+                i = desc
+            else:
+                cand = [k for k in range(len(cols)) if widths[k] > floor[k]]
+                if not cand:
+                    break
+                i = max(cand, key=lambda k: widths[k])
+            widths[i] -= 1
+        cells = [[_clip(v, w) for v, w in zip(row, widths)] for row in cells]
+    lines = [_GAP.join(c.ljust(w) for c, w in zip(cols, widths)).rstrip(),
+             _GAP.join("-" * w for w in widths)]
+    lines += [_GAP.join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(0, width - 3)].rstrip() + "..."
 
 
 def _fmt(v: object) -> str:
@@ -64,7 +90,9 @@ def _fmt(v: object) -> str:
         return f"{v:.4g}"
     if isinstance(v, (list, tuple)):
         return ",".join(_fmt(x) for x in v)
-    return str(v)
+    if isinstance(v, dict):
+        return ",".join(str(k) for k in v)
+    return " ".join(str(v).split())
 
 
 def build_parser() -> argparse.ArgumentParser:

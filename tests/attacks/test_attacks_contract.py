@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -251,3 +250,78 @@ def test_counts_add_and_tensor_roundtrip():
     assert [f["name"] for f in s.flags()] == ["huge_eps_not_broken"]
     with pytest.raises(ValueError):
         a + SweepCounts(eps=[0.1])
+
+
+# ---------------------------------------------------------------------------------------------
+# the contract, for every registered attack (a newly registered attack is tested by being
+# registered); the torchattacks entry is expanded into a few concrete classes
+# ---------------------------------------------------------------------------------------------
+TORCHATTACKS_EXPANDED = ["torchattacks:PGD", "torchattacks:FGSM", "torchattacks:PGDL2",
+                         "torchattacks:CW"]
+CONTRACT_EPS = {"Linf": [4 / 255, 16 / 255], "L2": [0.25, 1.0]}  # AutoAttack: few survivors
+
+
+def _registered_attacks():
+    names = []
+    for n in REGISTRY.names():
+        names += TORCHATTACKS_EXPANDED if n == "torchattacks" else [n]
+    return names
+
+
+def _cheap(atk):
+    opts = atk.options()
+    if "steps" in opts:
+        atk = atk.with_options(steps=3)
+    return atk.with_options(sanity_samples=2)
+
+
+@pytest.mark.parametrize("name", _registered_attacks())
+def test_contract_every_registered_attack(name, toy_model, toy_data):
+    global _MODEL
+    if name.startswith("torchattacks:"):
+        pytest.importorskip("torchattacks")
+    x, y = toy_data
+    x, y = x[:8].clone(), y[:8].clone()
+    atk = _cheap(get_attack(name))
+    eps = CONTRACT_EPS[atk.norm]
+    toy_model.train()
+    toy_model.features[1].eval()  # a mixed mode must come back as it was
+    before = [m.training for m in toy_model.modules()]
+    state = torch.get_rng_state()
+    res = atk(toy_model, x, y, eps, seed=0)
+    assert [m.training for m in toy_model.modules()] == before
+    assert torch.equal(state, torch.get_rng_state())
+    toy_model.eval()
+    _MODEL = toy_model
+    _check_result(res, x, y, eps, atk.norm)
+    c = res.counts
+    assert c.n == 8 and c.n_attacked == int(res.clean_correct.sum()) > 0
+    assert res.success_rate == pytest.approx([s / c.n_attacked for s in c.n_success])
+    assert res.robust_accuracy == pytest.approx([r / c.n for r in c.n_robust])
+    assert c.n_success == [int(r.success.sum()) for r in res]
+    assert res.attack == atk.display_name and res.identity == atk.identity().to_dict()
+    # counts reduce exactly over batches
+    two = SweepCounts.from_tensor((c + c).to_tensor(), eps)
+    assert two.n_success == [2 * s for s in c.n_success] and two.n == 16
+
+
+def test_describe_fits_100_columns_and_json_is_complete(capsys):
+    from robustbench_fundus.cli import format_table, main
+    rows = describe()
+    table = format_table(rows)
+    assert max(len(line) for line in table.splitlines()) <= 100, table
+    assert main(["list", "attacks"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100, out
+    assert main(["list", "attacks", "--json"]) == 0
+    js = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name in REGISTRY.names():
+        if name == "torchattacks":
+            continue
+        cls = REGISTRY.get(name)
+        full = js[name]
+        assert set(full["options"]) == set(cls().options()), name   # all options, defaults
+        assert full["options"]["sanity_samples"] == 8
+        assert full["description"] == cls.description                 # in full
+    assert js["pgd"]["options"]["steps"] == 10
+    assert "norm" in js["torchattacks:<Name>"]["options"]

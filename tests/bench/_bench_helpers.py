@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import torch
 
+from robustbench_fundus.attacks import Attack
 from robustbench_fundus.models import create_model, save_checkpoint
+from robustbench_fundus.seeding import torch_generator
 
 
 def tiny_model(size: int = 32, seed: int = 0, preprocessing: str = "graham", calib=None):
@@ -39,16 +41,22 @@ def tensor_data(n: int = 10, size: int = 32, seed: int = 0):
     return x, y
 
 
-class StubAttack:
-    """A deterministic stand-in attack: sample i is broken at eps when a hash of its id is below
-    eps*40 (monotone in eps), and only if it was right on clean input."""
+class StubAttack(Attack):
+    """A cheap, deterministic test attack through the real contract: at each eps it moves every
+    pixel by +-eps along a fixed random sign pattern per sample (seeded by (seed, sample id)),
+    and breaks whatever that perturbation happens to break. The base class verifies, projects
+    and makes success monotone in eps, as for any attack. Sanity checks off (test speed)."""
 
     name = "stub"
+    norm = "Linf"
+    description = "test double: a fixed random-sign perturbation per sample"
 
-    def __call__(self, model, x, y, eps, seed=0, sample_ids=None):
-        with torch.no_grad():
-            right = model(x).argmax(1) == y
-        ids = torch.as_tensor(sample_ids).reshape(-1)
-        u = ((ids * 2654435761 + seed) % 1000).float() / 1000
-        succ = torch.stack([(u < e * 40) & right.cpu() for e in eps])
-        return {"success": succ, "clean_correct": right.cpu()}
+    def __init__(self, config=None, **kw):
+        kw.setdefault("sanity_samples", 0)
+        super().__init__(config, **kw)
+
+    def _attack_eps(self, ctx, x, y, eps, *, seed, sample_ids):
+        signs = torch.stack([
+            torch.rand(x.shape[1:], generator=torch_generator(seed, "stub-sign", int(i))) > 0.5
+            for i in sample_ids.tolist()]).to(x.device)
+        return (x + eps * (signs.to(x.dtype) * 2 - 1)).clamp(0, 1)

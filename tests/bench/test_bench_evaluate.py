@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import json
-import math
 
-import numpy as np
 import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score
 
 from _bench_helpers import StubAttack, tensor_data, tiny_model
 from robustbench_fundus import evaluate
-from robustbench_fundus.bench import BenchReport, ResultStore
+from robustbench_fundus.bench import BenchReport, ResultStore, RunOptions
 from robustbench_fundus.errors import RBFError
 
 
@@ -36,7 +34,8 @@ def _strip(d):
 def test_tensor_input_clean_metrics_equal_sklearn():
     m = tiny_model(32, seed=1)
     x, y = tensor_data(23, 32)
-    rep = evaluate(m, (x, y), corruptions="none", attack=None, batch_size=4, chunk_size=7)
+    rep = evaluate(m, (x, y), corruptions="none", attack=None,
+                   run=RunOptions(batch_size=4, chunk_size=7))
     with torch.no_grad():
         pred = m(x).argmax(1).numpy()
     yt = y.numpy()
@@ -55,7 +54,8 @@ def test_report_keys_and_json_roundtrip():
     m = tiny_model(32)
     x, y = tensor_data(9, 32)
     rep = evaluate(m, (x, y), corruptions="under_exposure,over_exposure", severities="2,4",
-                   attack=StubAttack(), eps="1/255,4/255,8/255", steps=2, seed=3, batch_size=4)
+                   attack=StubAttack(), eps="1/255,4/255,8/255", seed=3,
+                   run=RunOptions(batch_size=4))
     d = rep.to_dict()
     assert set(d) >= {"schema_version", "clean", "corruptions", "attacks", "summary", "flags",
                       "provenance", "model", "dataset"}
@@ -90,8 +90,8 @@ def test_batch_and_chunk_size_do_not_change_results():
     x, y = tensor_data(11, 32, seed=5)
     kw = dict(corruptions="motion_blur,light_leakage", severities="1,4", attack=StubAttack(),
               eps="2/255,8/255")
-    a = evaluate(m, (x, y), batch_size=2, chunk_size=3, **kw)
-    b = evaluate(m, (x, y), batch_size=16, chunk_size=100, **kw)
+    a = evaluate(m, (x, y), run=RunOptions(batch_size=2, chunk_size=3), **kw)
+    b = evaluate(m, (x, y), run=RunOptions(batch_size=16, chunk_size=100), **kw)
     assert _strip(a.to_dict()) == _strip(b.to_dict())
 
 
@@ -99,7 +99,8 @@ def test_store_resume_computes_nothing_twice(tmp_path):
     m = tiny_model(32)
     x, y = tensor_data(10, 32)
     kw = dict(corruptions="over_exposure", severities="1-4", attack=StubAttack(),
-              eps="1/255,2/255", store=tmp_path / "r.sqlite", batch_size=4, chunk_size=4)
+              eps="1/255,2/255", store=tmp_path / "r.sqlite",
+              run=RunOptions(batch_size=4, chunk_size=4))
     a = evaluate(m, (x, y), **kw)
     assert a.provenance["conditions_computed"] == 7
     b = evaluate(m, (x, y), **kw)
@@ -137,10 +138,11 @@ def test_nan_logits_name_the_condition_and_keep_rows(tmp_path):
     store = tmp_path / "r.sqlite"
     with pytest.raises(RBFError, match=r"NaN.*corruption/over_exposure/\d"):
         evaluate(model, (x, y), corruptions="under_exposure,over_exposure", severities="2",
-                 attack=None, store=store, chunk_size=100)
+                 attack=None, store=store, run=RunOptions(chunk_size=100))
     # the conditions that were sound are kept
     st = ResultStore(store)
-    assert {r["condition"] for r in st.results()} == {"clean", "corruption/under_exposure/2"}
+    assert {(r["kind"], r["name"], r["severity"]) for r in st.results()} == {
+        ("clean", "clean", None), ("corruption", "under_exposure", 2)}
     assert st.count("partials") == 0
 
 

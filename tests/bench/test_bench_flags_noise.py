@@ -3,8 +3,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from robustbench_fundus.bench.evaluate import make_flags
+from robustbench_fundus.bench.flags import make_flags
 from robustbench_fundus.bench.report import CleanResult, CorruptionResult
+from robustbench_fundus.preprocessing import Preprocessing
 
 
 def _flags(n, clean_acc, corrupted_acc):
@@ -15,7 +16,7 @@ def _flags(n, clean_acc, corrupted_acc):
     cor = CorruptionResult("motion_blur", 1, corrupted_acc, 0.5, 0.5, clean.accuracy - corrupted_acc,
                            n, cm.tolist())
     di = SimpleNamespace(meta={"kind": "folder"}, tensor_input=False)
-    mi = SimpleNamespace(preprocessing="graham")
+    mi = SimpleNamespace(preprocessing=Preprocessing("graham", source="model"))
     return {f.code for f in make_flags(clean, [cor], [], di, mi)}
 
 

@@ -33,13 +33,13 @@ def test_entries_and_columns(store):
     for e in entries:
         assert set(e.drop4) == {"light_leakage", "motion_blur", "under_exposure", "over_exposure"}
         assert e.mean_drop4 == pytest.approx(sum(e.drop4.values()) / 4)
-        assert len(e.attacks["stub"]) == 3
+        assert len(e.attacks["stub_linf"]) == 3
     text = render(entries, "csv")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 2
     for col in ("clean_accuracy", "balanced_accuracy", "kappa", "mean_sev4_drop",
-                "sev4_drop_motion_blur", "stub_success@1/255", "stub_success@8/255",
-                "stub_robust_acc@2/255", "eps_at_50_success_255"):
+                "sev4_drop_motion_blur", "stub_linf@1/255", "stub_linf@8/255",
+                "stub_linf_robust_acc@2/255", "eps_at_50_success_255"):
         assert col in rows[0]
     assert 0 <= float(rows[0]["clean_accuracy"]) <= 1
 
@@ -53,7 +53,7 @@ def test_cli_formats_and_plots(store, tmp_path, fmt, capsys):
     if fmt == "json":
         d = json.loads(text)
         assert len(d["entries"]) == 2 and "columns" in d
-        assert {a["eps_255"] for a in d["entries"][0]["attacks"]["stub"]} == {
+        assert {a["eps_255"] for a in d["entries"][0]["attacks"]["stub_linf"]} == {
             "1/255", "2/255", "8/255"}
     if fmt == "html":
         assert text.startswith("<!DOCTYPE html>") and "<img" in text

@@ -12,10 +12,8 @@ import torch
 
 from _bench_helpers import tensor_data, tiny_checkpoint, tiny_model
 from robustbench_fundus import evaluate
-from robustbench_fundus.bench import ResultStore, load_entries, render
-import robustbench_fundus.bench.evaluate  # noqa: F401  (the module, for monkeypatch)
-import sys
-ev_mod = sys.modules["robustbench_fundus.bench.evaluate"]
+from robustbench_fundus.bench import ResultStore, RunOptions, load_entries, render
+from robustbench_fundus.bench import saliency as sal_mod
 from robustbench_fundus.cli import main
 
 SAL_COLS = ("saliency_lesion_share", "saliency_disc_share", "saliency_deletion_auc",
@@ -110,9 +108,10 @@ def test_saliency_resumes_per_part(tmp_path, monkeypatch):
     """A run interrupted in the middle of the saliency images keeps the finished parts; the
     rerun scores only the rest and gives the uninterrupted run's numbers."""
     m = tiny_model(32)
-    kw = dict(corruptions="none", attack=None, saliency=6, saliency_steps=3, batch_size=2)
+    kw = dict(corruptions="none", attack=None, saliency=6, saliency_steps=3,
+              run=RunOptions(batch_size=2))
     ref = evaluate(m, "synthetic:8", **kw).saliency  # no store
-    real = ev_mod._saliency_part
+    real = sal_mod._saliency_part
     calls = []
     kill = [True]
 
@@ -122,7 +121,7 @@ def test_saliency_resumes_per_part(tmp_path, monkeypatch):
             raise _Killed  # killed in the second part
         return real(pipe, di, idx, cond, seed)
 
-    monkeypatch.setattr(ev_mod, "_saliency_part", flaky)
+    monkeypatch.setattr(sal_mod, "_saliency_part", flaky)
     store = tmp_path / "r.sqlite"
     with pytest.raises(_Killed):
         evaluate(m, "synthetic:8", store=store, **kw)
@@ -158,13 +157,13 @@ def test_masked_gradients_flag_reaches_report_and_leaderboard(tmp_path):
     with torch.no_grad():
         y = masked(x).argmax(1)  # every image right on clean input: all are attacked
     store = tmp_path / "r.sqlite"
-    kw = dict(corruptions="none", attack="pgd", eps="1/255,4/255", steps=2, batch_size=4,
-              store=store)
+    kw = dict(corruptions="none", attack="pgd", eps="1/255,4/255", steps=2,
+              run=RunOptions(batch_size=4), store=store)
     rep = evaluate(masked, (x, y), name="masked", **kw)
     flags = {f.code: f for f in rep.flags}
     assert "masked_gradients" in flags, [f.code for f in rep.flags]
     f = flags["masked_gradients"]
-    assert f.condition == "attack/pgd" and f.details["n_zero"] == f.details["n_checked"] > 0
+    assert f.condition == "attack/pgd_linf_2" and f.details["n_zero"] == f.details["n_checked"] > 0
     d = rep.to_dict()
     assert any(fl["code"] == "masked_gradients" and fl["details"]["n_zero"] > 0
                for fl in d["flags"])

@@ -1,7 +1,6 @@
 """Layout detection and reading, and each kind of bad labels/images input."""
 from __future__ import annotations
 
-import shutil
 
 import pytest
 

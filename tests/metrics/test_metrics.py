@@ -61,3 +61,24 @@ def test_area_under_success_curve():
     assert area_under_success_curve([1, 2], [1.0, 1.0]) == pytest.approx(0.75)
     assert area_under_success_curve([1, 2], [0.0, 0.0]) == 0.0
     assert 0 <= area_under_success_curve([0.5, 1, 8], [0.1, 0.3, 0.9]) <= 1
+
+
+def test_area_under_success_curve_interpolates_at_eps_max():
+    # success 0 at eps 0, 1.0 at eps 2: truncating at eps 1 must keep the ramp up to 0.5
+    # (area 0.25 over a range of 1), not drop the segment past the last point below eps_max
+    assert area_under_success_curve([2], [1.0], eps_max=1.0) == pytest.approx(0.25)
+    assert area_under_success_curve([1, 2], [0.5, 1.0], eps_max=1.5) == pytest.approx(
+        (0.25 + (0.5 + 0.75) / 2 * 0.5) / 1.5)
+    # at a measured eps: the same as measuring only up to it
+    assert area_under_success_curve([1, 2, 4], [0.2, 0.6, 1.0], eps_max=2) == pytest.approx(
+        area_under_success_curve([1, 2], [0.2, 0.6]))
+    # beyond the last point: flat continuation
+    assert area_under_success_curve([1], [1.0], eps_max=2) == pytest.approx(0.75)
+
+
+def test_area_under_success_curve_continuous_in_eps_max():
+    e, s = [0.5, 1, 2, 4], [0.1, 0.4, 0.7, 0.9]
+    vals = [area_under_success_curve(e, s, eps_max=t) * t for t in np.linspace(0.3, 5, 60)]
+    # the un-normalised area grows continuously and monotonically with eps_max
+    assert all(b >= a - 1e-12 for a, b in zip(vals, vals[1:]))
+    assert max(b - a for a, b in zip(vals, vals[1:])) < 0.1

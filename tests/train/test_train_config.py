@@ -4,8 +4,16 @@ from __future__ import annotations
 import pytest
 
 from robustbench_fundus.errors import RBFError
-from robustbench_fundus.train import TrainConfig, parse_eps, parse_severities
+from robustbench_fundus.train import TrainConfig
 from robustbench_fundus.train.config import parse_data_spec
+
+
+def parse_eps(text):
+    return TrainConfig(eps=text).eps
+
+
+def parse_severities(text):
+    return TrainConfig(severities=text).severities
 
 
 def test_parse_eps():
@@ -14,6 +22,8 @@ def test_parse_eps():
     assert parse_eps(0.5) == 0.5
     with pytest.raises(RBFError, match="eps"):
         parse_eps("two")
+    with pytest.raises(RBFError, match="one radius"):
+        parse_eps("1/255,2/255")
 
 
 def test_parse_severities():

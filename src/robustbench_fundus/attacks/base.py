@@ -7,42 +7,52 @@
 * The base class (not the attack) validates the inputs, puts the model in eval mode and gives it
   back in the mode it came in (every submodule's ``training`` flag), evaluates the clean batch,
   attacks only the clean-correct samples, projects every adversarial batch onto the eps ball of
-  the attack's norm and onto [0,1], re-checks every claimed success with a float32 forward pass,
-  enforces monotonicity in eps (a sample broken at eps_k keeps its perturbation at every larger
-  eps) and computes the sanity flags.
-* Subclasses implement :meth:`Attack._sweep` (the whole sweep, e.g. PGD's warm-started engine) or
-  only :meth:`Attack._attack_eps` (one eps at a time; the base class then attacks only the
-  survivors of the previous eps).
+  the attack's norm and onto [0,1], confirms every claimed success with a float32 forward pass
+  (under bf16 autocast a claim that float32 rejects is re-attacked in float32), enforces
+  monotonicity in eps (a sample broken at eps_k keeps its perturbation at every larger eps) and
+  computes the sanity flags.
+* Subclasses implement :meth:`Attack._sweep` (the whole sweep, e.g. PGD's engine) or only
+  :meth:`Attack._attack_eps` (one eps at a time; the base class then attacks only the survivors
+  of the previous eps).
+* Options are typed (the fields of the attack's config dataclass): :meth:`Attack.options`,
+  :meth:`Attack.with_options`; :meth:`Attack.identity` says what ran.
 
-Counts are plain integers (:class:`SweepCounts`) so they can be summed over batches and ranks
-(``counts.to_tensor()`` -> ``dist.all_reduce`` -> ``SweepCounts.from_tensor``) and the flags are
-derived from the summed counts.
+Layering (no cycles): ``context`` <- ``results``, ``eps``, ``options``, ``identity`` <- ``engine``
+<- ``base`` <- ``pgd``, ``external``, ``callable`` <- the package. This module never imports a
+concrete attack. Counts are plain integers (:class:`SweepCounts`) so they can be summed over
+batches and ranks.
 """
 from __future__ import annotations
 
-import contextlib
+import copy
 import dataclasses
+import functools
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import RBFError
+from .context import (AMP_CHOICES, NORMS, Context, ModelFn, ModuleFn, canonical_norm,  # noqa: F401
+                      distance, eval_mode, predict, project, resolve_amp,
+                      resolve_channels_last)
+from .engine import sanity_pgd
+from .eps import (DEFAULT_EPS, _check_eps, check_eps, default_eps, format_eps,  # noqa: F401
+                  parse_eps)
+from .identity import EXECUTION_OPTIONS, AttackIdentity  # noqa: F401
+from .options import annotation_from_default, coerce
+from .results import (MASKED_GRAD_FRACTION, SCHEMA_VERSION, EpsResult, SweepCounts,  # noqa: F401
+                      SweepResult)
 
-SCHEMA_VERSION = 1
-NORMS = ("Linf", "L2")
+# the names this module had before the split
+_resolve_amp = resolve_amp
+_resolve_cl = resolve_channels_last
 
-ModelFn = Callable[[torch.Tensor], torch.Tensor]
-
-# Flag thresholds (fractions of the samples checked).
-MASKED_GRAD_FRACTION = 0.10
-# Scalar counters kept in SweepCounts (besides n, n_attacked and the per-eps lists).
-_SCALAR_COUNTERS = ("batches", "grad_checked", "grad_zero", "grad_nonfinite", "prob_batches",
-                    "randomized_batches", "huge_checked", "huge_unbroken", "work")
-_LIST_COUNTERS = ("n_success", "n_robust", "n_unverified", "n_projected")
+Sweep = list  # list[tuple[torch.Tensor, torch.Tensor]]: per eps, (x_adv, broken_at_step)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -50,456 +60,52 @@ _LIST_COUNTERS = ("n_success", "n_robust", "n_unverified", "n_projected")
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class AttackConfig:
-    """Options shared by every attack.
+    """Options shared by every attack (all execution-only: none of them changes which samples
+    break, so none is part of an attack's identity).
 
     amp: ``"auto"`` (bf16 autocast on CUDA, off on CPU), ``"bf16"`` or ``"off"``; input
-        gradients and losses are always float32, and clean/verification passes run in float32.
+        gradients and losses are always float32, clean/verification passes run in float32 and
+        every claimed break is confirmed in float32 (rejected claims are re-attacked in float32).
     channels_last: ``"auto"`` (on CUDA), ``True`` or ``False``: feed inputs in channels-last
         memory format (the model's weights are not touched).
     sanity_eps: radius of the "huge eps" check (None: 0.5 for Linf, 0.25*sqrt(C*H*W) for L2;
         0 disables it); sanity_samples: how many survivors of the largest eps it attacks.
     keep_adv: keep the adversarial batch of every eps in the result (memory: len(eps) x batch).
     """
-    amp: str = "auto"
-    channels_last: Any = "auto"
+    amp: str | bool = "auto"
+    channels_last: bool | str = "auto"
     sanity_eps: float | None = None
     sanity_samples: int = 8
     keep_adv: bool = True
 
 
-# ------------------------------------------------------------------------------------------------
-# results
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class SweepCounts:
-    """Integer counts of one sweep; ``a + b`` sums two of them (batches, ranks).
-
-    n: samples; n_attacked: clean-correct samples (the success-rate denominator);
-    n_success[k]: clean-correct samples the attack turned wrong at eps[k];
-    n_robust[k]: samples still correct after the attack at eps[k] (robust-accuracy numerator,
-    denominator n); n_unverified[k]: samples the attack claimed broken that a float32 forward
-    pass did not confirm (counted as not broken); n_projected[k]: samples whose returned input
-    left the eps ball or [0,1] by more than 1e-6 and had to be projected by the base class.
-    Sanity counters: see :meth:`flags`. work: forward+backward sample-passes spent.
-    """
-    eps: list[float]
-    n: int = 0
-    n_attacked: int = 0
-    n_success: list[int] = field(default_factory=list)
-    n_robust: list[int] = field(default_factory=list)
-    n_unverified: list[int] = field(default_factory=list)
-    n_projected: list[int] = field(default_factory=list)
-    batches: int = 0
-    grad_checked: int = 0
-    grad_zero: int = 0
-    grad_nonfinite: int = 0
-    prob_batches: int = 0
-    randomized_batches: int = 0
-    huge_checked: int = 0
-    huge_unbroken: int = 0
-    work: int = 0
-
-    def __post_init__(self) -> None:
-        self.eps = [float(e) for e in self.eps]
-        for name in _LIST_COUNTERS:
-            v = getattr(self, name)
-            if not v:
-                setattr(self, name, [0] * len(self.eps))
-            elif len(v) != len(self.eps):
-                raise ValueError(f"{name} has {len(v)} entries for {len(self.eps)} eps")
-
-    # -- reduction ------------------------------------------------------------------------------
-    def __add__(self, other: "SweepCounts") -> "SweepCounts":
-        if not isinstance(other, SweepCounts):
-            return NotImplemented
-        if len(self.eps) != len(other.eps) or any(
-                not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-                for a, b in zip(self.eps, other.eps)):
-            raise ValueError(f"cannot add counts of different eps lists {self.eps} and {other.eps}")
-        kw: dict[str, Any] = {"eps": list(self.eps)}
-        for name in ("n", "n_attacked", *_SCALAR_COUNTERS):
-            kw[name] = getattr(self, name) + getattr(other, name)
-        for name in _LIST_COUNTERS:
-            kw[name] = [a + b for a, b in zip(getattr(self, name), getattr(other, name))]
-        return SweepCounts(**kw)
-
-    def __radd__(self, other: Any) -> "SweepCounts":
-        if other == 0:  # sum([...])
-            return self
-        return self.__add__(other)
-
-    def to_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """All counts as one int64 vector (for ``torch.distributed.all_reduce``)."""
-        vals = [self.n, self.n_attacked, *(getattr(self, k) for k in _SCALAR_COUNTERS)]
-        for name in _LIST_COUNTERS:
-            vals += list(getattr(self, name))
-        return torch.tensor(vals, dtype=torch.int64, device=device)
-
-    @classmethod
-    def from_tensor(cls, t: torch.Tensor, eps: Sequence[float]) -> "SweepCounts":
-        v = [int(a) for a in t.detach().cpu().tolist()]
-        k = len(eps)
-        ns = 2 + len(_SCALAR_COUNTERS)
-        if len(v) != ns + k * len(_LIST_COUNTERS):
-            raise ValueError(f"count vector of length {len(v)} does not match {k} eps")
-        kw: dict[str, Any] = {"eps": list(eps), "n": v[0], "n_attacked": v[1]}
-        kw.update(zip(_SCALAR_COUNTERS, v[2:ns]))
-        for j, name in enumerate(_LIST_COUNTERS):
-            kw[name] = v[ns + j * k: ns + (j + 1) * k]
-        return cls(**kw)
-
-    # -- derived numbers ------------------------------------------------------------------------
-    @property
-    def success_rate(self) -> list[float]:
-        """Broken among clean-correct, per eps (denominator ``n_attacked``; NaN if 0)."""
-        d = self.n_attacked
-        return [s / d if d else float("nan") for s in self.n_success]
-
-    @property
-    def robust_accuracy(self) -> list[float]:
-        """Correct after the attack over all samples, per eps (denominator ``n``)."""
-        return [r / self.n if self.n else float("nan") for r in self.n_robust]
-
-    @property
-    def clean_accuracy(self) -> float:
-        return self.n_attacked / self.n if self.n else float("nan")
-
-    def flags(self) -> list[dict]:
-        """Sanity flags derived from the counts (so they stay right after a reduction)."""
-        out: list[dict] = []
-        bad = self.grad_zero + self.grad_nonfinite
-        if self.grad_checked and (self.grad_nonfinite > 0
-                                  or bad > MASKED_GRAD_FRACTION * self.grad_checked):
-            out.append({
-                "name": "masked_gradients",
-                "message": (f"{self.grad_zero} zero and {self.grad_nonfinite} non-finite input "
-                            f"gradients out of {self.grad_checked} samples: gradient-based attacks "
-                            "may be unreliable (gradient masking); try a black-box attack"),
-                "n_zero": self.grad_zero, "n_nonfinite": self.grad_nonfinite,
-                "n_checked": self.grad_checked})
-        if self.prob_batches:
-            out.append({
-                "name": "probability_outputs",
-                "message": ("the model's outputs are non-negative and sum to 1: it seems to "
-                            "return probabilities; attacks need logits (remove the softmax)"),
-                "n_batches": self.prob_batches, "n_batches_checked": self.batches})
-        if self.randomized_batches:
-            out.append({
-                "name": "randomized_model",
-                "message": ("two forward passes on the same input differ: the model is "
-                            "randomised (dropout in eval mode, noise); use an EOT attack"),
-                "n_batches": self.randomized_batches, "n_batches_checked": self.batches})
-        if self.huge_unbroken:
-            out.append({
-                "name": "huge_eps_not_broken",
-                "message": (f"{self.huge_unbroken} of {self.huge_checked} samples checked were "
-                            "not broken at a huge eps: the attack is failing (masked gradients, "
-                            "too few steps) rather than the model being robust"),
-                "n_unbroken": self.huge_unbroken, "n_checked": self.huge_checked})
-        if any(self.n_unverified):
-            out.append({
-                "name": "unverified_success",
-                "message": ("some successes found by the attack (under mixed precision or a "
-                            "different batch) did not reproduce in a float32 forward pass and "
-                            "were counted as not broken"),
-                "n_unverified": list(self.n_unverified)})
-        if any(self.n_projected):
-            out.append({
-                "name": "projected",
-                "message": ("the attack returned inputs outside the eps ball or [0,1]; the base "
-                            "class projected them back"),
-                "n_projected": list(self.n_projected)})
-        return out
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["success_rate"] = self.success_rate
-        d["robust_accuracy"] = self.robust_accuracy
-        d["flags"] = self.flags()
-        return d
-
-
-@dataclass
-class EpsResult:
-    """Per-sample result of one eps. Tensors are (B,) on the input's device."""
-    eps: float
-    success: torch.Tensor          # bool: clean-correct and wrong after the attack
-    broken_at_step: torch.Tensor   # int64: step at this eps at which it broke (0: start point /
-    #                                carried from a smaller eps), -1 if not broken
-    adv_correct: torch.Tensor      # bool: correct after the attack
-    x_adv: torch.Tensor | None = None
-
-    @property
-    def n(self) -> int:
-        return int(self.success.numel())
-
-    @property
-    def n_success(self) -> int:
-        return int(self.success.sum())
-
-    @property
-    def n_robust(self) -> int:
-        return int(self.adv_correct.sum())
-
-
-@dataclass
-class SweepResult:
-    """Result of one attack call on one batch: per-eps per-sample tensors plus integer counts.
-
-    ``result.success_rate[k]`` = n_success[k] / n_attacked (broken among clean-correct);
-    ``result.robust_accuracy[k]`` = n_robust[k] / n (correct after attack among all).
-    """
-    attack: str
-    norm: str
-    eps: list[float]
-    clean_correct: torch.Tensor            # (B,) bool
-    sample_ids: torch.Tensor               # (B,) int64
-    per_eps: list[EpsResult]
-    counts: SweepCounts
-    first_broken: torch.Tensor             # (B,) int64 index into eps of the first success, -1
-    seed: int = 0
-    config: dict = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
-
-    # convenience views -----------------------------------------------------------------------
-    @property
-    def n(self) -> int:
-        return self.counts.n
-
-    @property
-    def n_attacked(self) -> int:
-        return self.counts.n_attacked
-
-    @property
-    def success_rate(self) -> list[float]:
-        return self.counts.success_rate
-
-    @property
-    def robust_accuracy(self) -> list[float]:
-        return self.counts.robust_accuracy
-
-    @property
-    def flags(self) -> list[dict]:
-        return self.counts.flags()
-
-    @property
-    def success(self) -> torch.Tensor:
-        """(len(eps), B) bool."""
-        return torch.stack([r.success for r in self.per_eps]) if self.per_eps else \
-            torch.zeros(0, self.n, dtype=torch.bool)
-
-    @property
-    def broken_at_step(self) -> torch.Tensor:
-        """(len(eps), B) int64."""
-        return torch.stack([r.broken_at_step for r in self.per_eps]) if self.per_eps else \
-            torch.zeros(0, self.n, dtype=torch.int64)
-
-    def __getitem__(self, k: int) -> EpsResult:
-        return self.per_eps[k]
-
-    def __len__(self) -> int:
-        return len(self.per_eps)
-
-    def __iter__(self) -> Iterator[EpsResult]:
-        return iter(self.per_eps)
-
-    def to_dict(self) -> dict:
-        """JSON-able summary (counts, rates, flags; no tensors)."""
-        return {"schema_version": self.schema_version, "attack": self.attack, "norm": self.norm,
-                "seed": self.seed, "config": self.config, **self.counts.to_dict()}
-
-
-# ------------------------------------------------------------------------------------------------
-# helpers
-# ------------------------------------------------------------------------------------------------
-def _flat_norm(d: torch.Tensor) -> torch.Tensor:
-    return d.flatten(1).norm(p=2, dim=1)
-
-
-def project(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Project ``x_adv`` onto {||x_adv - x|| <= eps} and [0,1] (per sample). Inputs already
-    inside are returned bit-for-bit unchanged."""
-    d = x_adv - x
-    if norm == "Linf":
-        dc = d.clamp(-eps, eps)
-        out = torch.where(d == dc, x_adv, x + dc)
-    elif norm == "L2":
-        n = _flat_norm(d)
-        outside = (n > eps).view(-1, *([1] * (d.dim() - 1)))
-        factor = (eps / (n + 1e-12)).view(-1, *([1] * (d.dim() - 1)))
-        out = torch.where(outside, x + d * factor, x_adv)
-    else:  # pragma: no cover - validated earlier
-        raise ValueError(norm)
-    # Clamping to [0,1] only moves coordinates towards x, so it never leaves the ball.
-    return out.clamp(0.0, 1.0)
-
-
-def distance(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
-    """(B,) Linf or L2 distance."""
-    d = (x_adv - x).flatten(1)
-    return d.abs().amax(1) if norm == "Linf" else d.norm(p=2, dim=1)
-
-
-def predict(logits: torch.Tensor) -> torch.Tensor:
-    """argmax, with -1 for rows containing non-finite values (never counted as correct)."""
-    pred = logits.argmax(1)
-    return torch.where(torch.isfinite(logits).all(1), pred, torch.full_like(pred, -1))
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode; restore each one's own flag afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+@functools.lru_cache(maxsize=None)
+def _field_types(config_cls: type) -> tuple[tuple[str, Any], ...]:
+    """(field, annotation) of a config dataclass; an annotation that cannot be resolved is
+    judged by the field's default."""
     try:
-        yield model
-    finally:
-        for m, t in modes:
-            m.training = t
-
-
-@dataclass
-class Context:
-    """How the model is called during an attack (device, autocast, memory format) and the
-    counters the attack may add to."""
-    device: torch.device
-    amp: bool
-    channels_last: bool
-    model: nn.Module
-    grad_checked: int = 0
-    grad_zero: int = 0
-    grad_nonfinite: int = 0
-    work: int = 0
-    projected: dict = field(default_factory=dict)  # eps index -> samples projected in _sweep
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (float32) for an attack step (autocast/channels-last as configured)."""
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.amp:
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                out = self.model(x)
-        else:
-            out = self.model(x)
-        return out.float()
-
-    __call__ = forward
-
-    def forward_fp32(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=self.device.type, enabled=False):
-            return self.model(x).float()
-
-    def confirm(self, x: torch.Tensor, y: torch.Tensor, fooled: torch.Tensor) -> torch.Tensor:
-        """Under mixed precision, re-check claimed breaks with a float32 forward.
-
-        A bf16 forward can call a sample fooled when its top two logits differ by ~1e-3; the
-        engine would then stop stepping it and the float32 verification would reject the break at
-        every eps, leaving a false plateau in the success curve. Rejected claims stay active.
-        Without autocast this is the identity (no extra work)."""
-        if not self.amp or not bool(fooled.any()):
-            return fooled
-        idx = fooled.nonzero().squeeze(1)
-        with torch.no_grad():
-            ok = predict(self.forward_fp32(x[idx].detach())) != y[idx]
-        out = fooled.clone()
-        out[idx] = ok
-        return out
-
-    def record_grad(self, grad: torch.Tensor) -> None:
-        """Count zero / non-finite input gradients (masked-gradient flag)."""
-        g = grad.detach().flatten(1)
-        nonfinite = ~torch.isfinite(g).all(1)
-        zero = (g == 0).all(1)
-        self.grad_checked += int(g.shape[0])
-        self.grad_nonfinite += int(nonfinite.sum())
-        self.grad_zero += int((zero & ~nonfinite).sum())
-
-    @property
-    def grad_recorded(self) -> bool:
-        return self.grad_checked > 0
-
-
-class ModuleFn(nn.Module):
-    """An nn.Module view of a Context (for third-party attacks that want an nn.Module): keeps
-    the wrapped model as a submodule so ``.parameters()`` and ``.training`` work."""
-
-    def __init__(self, ctx: Context):
-        super().__init__()
-        self.inner = ctx.model
-        self._ctx = ctx
-        # in eval mode like the model: third-party attacks restore the mode they find, and a
-        # fresh module's training=True would switch the model (batch norm, dropout) to train
-        self.training = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._ctx.forward(x)
-
-
-def parse_eps(spec: str | float | Sequence[str | float], *, what: str = "eps") -> list[float]:
-    """``"0.5/255,1/255,2/255"`` (or a list of such items or numbers) -> floats, in the given order.
-
-    The one eps parser of the library (the bench and train CLIs use it too). Each value must lie in
-    (0, 1]: eps is in [0,1] pixel units. ``what`` names the argument in error messages.
-    """
-    items: Sequence[str | float]
-    if isinstance(spec, str):
-        items = [s for s in spec.replace(" ", "").split(",") if s]
-    elif isinstance(spec, (int, float)):
-        items = [spec]
-    else:
-        items = list(spec)
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # e.g. a string annotation naming a class local to a function
+        hints = {}
     out = []
-    for it in items:
-        if isinstance(it, str):
-            try:
-                if "/" in it:
-                    a, b = it.split("/", 1)
-                    v = float(a) / float(b)
-                else:
-                    v = float(it)
-            except (ValueError, ZeroDivisionError):
-                raise RBFError(f"{what}: bad eps {it!r}: write a number such as 0.0078 or 2/255"
-                               ) from None
-        else:
-            v = float(it)
-        if not (math.isfinite(v) and 0 < v <= 1):
-            raise RBFError(f"{what}: eps {it!r} is outside (0, 1]; eps is in [0,1] pixel units "
-                           "(write 2/255, not 2)")
-        out.append(v)
-    if not out:
-        raise RBFError(f"{what}: no eps given; write e.g. 2/255 or 0.5/255,1/255")
-    return out
+    for f in dataclasses.fields(config_cls):
+        if not f.init:
+            continue
+        ann = hints.get(f.name)
+        if ann is None:
+            ann = f.type if not isinstance(f.type, str) else \
+                annotation_from_default(None if f.default is dataclasses.MISSING else f.default)
+        out.append((f.name, ann))
+    return tuple(out)
 
 
-def _check_eps(eps: float | Sequence[float]) -> list[float]:
-    vals = [float(eps)] if isinstance(eps, (int, float)) else [float(e) for e in eps]
-    if not vals:
-        raise RBFError("eps is empty: give at least one radius, e.g. eps=[2/255]")
-    for e in vals:
-        if not math.isfinite(e) or e < 0:
-            raise RBFError(f"eps must be finite and >= 0 (in [0,1] pixel units), got {e}")
-    if any(b <= a for a, b in zip(vals, vals[1:])):
-        raise RBFError(f"eps must be strictly ascending, got {vals}")
-    return vals
+class _DefaultEps:
+    """``Attack.default_eps``: the bench's default sweep for the attack's norm (on the class, for
+    its class-level norm; on an instance, for the instance's norm). A subclass may set a tuple."""
 
-
-def _resolve_amp(amp: Any, device: torch.device) -> bool:
-    if amp in (False, None, "off", "none", "fp32"):
-        return False
-    if amp in ("bf16", True):
-        return True
-    if amp == "auto":
-        return device.type == "cuda" and torch.cuda.is_available() and \
-            torch.cuda.is_bf16_supported()
-    raise RBFError(f"amp must be 'auto', 'bf16' or 'off', got {amp!r}")
-
-
-def _resolve_cl(cl: Any, device: torch.device) -> bool:
-    if cl == "auto":
-        return device.type == "cuda"
-    if isinstance(cl, bool):
-        return cl
-    raise RBFError(f"channels_last must be 'auto', True or False, got {cl!r}")
+    def __get__(self, obj: Any, owner: type) -> tuple[float, ...]:
+        norm = getattr(owner if obj is None else obj, "norm", "Linf")
+        return DEFAULT_EPS.get(norm if isinstance(norm, str) else "Linf", DEFAULT_EPS["Linf"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -517,6 +123,7 @@ class Attack:
     description: ClassVar[str] = ""
     #: steps reported as ``broken_at_step`` for attacks that do not report steps themselves
     nominal_steps: int = 0
+    default_eps = _DefaultEps()
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -524,22 +131,101 @@ class Attack:
             raise TypeError(f"{cls.__name__} must not override Attack.__call__ (it is final); "
                             "implement _sweep or _attack_eps")
 
-    def __init__(self, config: AttackConfig | None = None, **kw: Any):
+    def __init__(self, config: AttackConfig | None = None, **options: Any):
+        if config is not None and not (dataclasses.is_dataclass(config)
+                                       and not isinstance(config, type)):
+            raise RBFError(f"attack {self.display_name!r}: config must be a {self.Config.__name__} "
+                           f"instance (or pass options as keywords), got {config!r}")
         if config is None:
-            try:
-                config = self.Config(**kw)
-            except TypeError as exc:
-                fields = ", ".join(f.name for f in dataclasses.fields(self.Config))
-                raise RBFError(f"bad option for attack {self.name!r}: {exc}; "
-                               f"options are {fields}") from None
-        elif kw:
-            config = dataclasses.replace(config, **kw)
+            config = self._config_from_options(options)
+        elif options:
+            config = self._config_from_options({**self._config_options(config), **options})
         self.config = config
         self._validate_config()
 
+    # -- options ----------------------------------------------------------------------------------
+    @classmethod
+    def _config_option_types(cls) -> dict[str, Any]:
+        """Option name -> type annotation, from the fields of ``cls.Config``."""
+        return dict(_field_types(cls.Config)) if dataclasses.is_dataclass(cls.Config) else {}
+
+    def _option_types(self) -> dict[str, Any]:
+        """Every option settable on this attack -> its type (subclasses may add their own)."""
+        return self._config_option_types()
+
+    def _config_options(self, config: Any) -> dict[str, Any]:
+        """The option values held by ``config``."""
+        return {k: getattr(config, k) for k in self._option_types() if hasattr(config, k)}
+
+    def _no_option(self, key: str) -> RBFError:
+        return RBFError(f"attack {self.display_name!r} has no option {key!r}; its options are "
+                        f"{', '.join(sorted(self._option_types()))}")
+
+    def _coerce_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        types_ = self._option_types()
+        for k in options:
+            if k not in types_:
+                raise self._no_option(k)
+        return {k: coerce(v, types_[k], where=f"attack {self.display_name!r} option {k!r}")
+                for k, v in options.items()}
+
+    def _config_from_options(self, options: dict[str, Any]) -> Any:
+        values = self._coerce_options(options)
+        try:
+            return self.Config(**values)
+        except TypeError as exc:  # a Config whose fields are not all options
+            raise RBFError(f"attack {self.display_name!r}: {exc}") from None
+
+    def options(self) -> dict[str, Any]:
+        """Every option settable on this attack with its current value."""
+        return self._config_options(self.config)
+
+    def with_options(self, **options: Any) -> "Attack":
+        """A new configured instance with ``options`` changed (same coercion and validation as
+        :func:`~robustbench_fundus.attacks.get_attack`); this one is left as it is."""
+        new = copy.copy(self)
+        new.config = self._config_from_options({**self._config_options(self.config), **options})
+        new._validate_config()
+        return new
+
+    @property
+    def steps(self) -> int | None:
+        """The attack's step count (the ``steps`` option), or None when it has none."""
+        v = self.options().get("steps")
+        return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+    # -- identity ---------------------------------------------------------------------------------
+    def _identity_config(self) -> dict[str, Any]:
+        """Every option that affects the result (execution-only ones are dropped later)."""
+        return dict(self.options())
+
+    def identity(self) -> AttackIdentity:
+        """What runs: name, norm, steps, the options that change the result, their hash and a
+        leaderboard label (see :class:`AttackIdentity`)."""
+        return AttackIdentity.build(self.display_name, self.norm, self.steps,
+                                    self._identity_config())
+
     def _validate_config(self) -> None:
+        name = self.display_name
         if self.norm not in NORMS:
-            raise RBFError(f"attack {self.name!r}: norm must be one of {NORMS}, got {self.norm!r}")
+            raise RBFError(f"attack {name!r}: norm must be one of {NORMS}, got {self.norm!r}")
+        c = self.config
+        amp = getattr(c, "amp", "auto")
+        if not (amp in (*AMP_CHOICES, "none", "fp32") or isinstance(amp, bool) or amp is None):
+            raise RBFError(f"attack {name!r}: amp must be one of {', '.join(AMP_CHOICES)}, got "
+                           f"{amp!r}")
+        cl = getattr(c, "channels_last", "auto")
+        if not (cl == "auto" or isinstance(cl, bool)):
+            raise RBFError(f"attack {name!r}: channels_last must be auto, true or false, got "
+                           f"{cl!r}")
+        se = getattr(c, "sanity_eps", None)
+        if se is not None and not (isinstance(se, (int, float)) and math.isfinite(se)
+                                   and se >= 0):
+            raise RBFError(f"attack {name!r}: sanity_eps must be none or a number >= 0 (0 "
+                           f"disables the huge-eps check), got {se!r}")
+        ss = getattr(c, "sanity_samples", 8)
+        if not isinstance(ss, int) or isinstance(ss, bool) or ss < 0:
+            raise RBFError(f"attack {name!r}: sanity_samples must be an integer >= 0, got {ss!r}")
 
     @property
     def display_name(self) -> str:
@@ -547,7 +233,7 @@ class Attack:
         return self.name
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config!r})"
+        return f"{type(self).__name__}({getattr(self, 'config', None)!r})"
 
     # -- the final entry point --------------------------------------------------------------------
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -555,12 +241,13 @@ class Attack:
                  sample_ids: torch.Tensor | Sequence[int] | None = None,
                  keep_adv: bool | None = None) -> SweepResult:
         """Attack ``model`` on ``(x, y)`` at every radius of ``eps`` (ascending)."""
-        eps_list = _check_eps(eps)
+        eps_list = check_eps(eps)
         x, y, ids = self._check_inputs(x, y, sample_ids)
         keep = self.config.keep_adv if keep_adv is None else bool(keep_adv)
         device = x.device
-        ctx = Context(device=device, amp=_resolve_amp(self.config.amp, device),
-                      channels_last=_resolve_cl(self.config.channels_last, device), model=model)
+        ctx = Context(device=device, amp=resolve_amp(self.config.amp, device),
+                      channels_last=resolve_channels_last(self.config.channels_last, device),
+                      model=model)
         B = x.shape[0]
         counts = SweepCounts(eps=eps_list, n=B)
         with eval_mode(model):
@@ -571,6 +258,7 @@ class Attack:
             if logits.dim() != 2 or logits.shape[0] != B:
                 raise RBFError(f"the model must return logits of shape (B, classes); got "
                                f"{tuple(logits.shape)}")
+            ctx.n_classes = int(logits.shape[1])
             clean_correct = predict(logits) == y
             counts.batches = 1
             counts.n_attacked = int(clean_correct.sum())
@@ -579,37 +267,47 @@ class Attack:
 
             att = clean_correct.nonzero().squeeze(1)
             xa, ya, ida = x[att], y[att], ids[att]
+            verdicts = rejected = None
             if att.numel():
-                raw = self._sweep(ctx, xa, ya, eps_list, seed=seed, sample_ids=ida)
-                if len(raw) != len(eps_list):
-                    raise RuntimeError(f"{self.name}: _sweep returned {len(raw)} results for "
-                                       f"{len(eps_list)} eps")
+                proj = self._project_all(xa, self._checked_sweep(ctx, xa, ya, eps_list, seed=seed,
+                                                                 sample_ids=ida), eps_list)
+                proj, verdicts, rejected = self._reattack_rejected(ctx, xa, ya, ida, eps_list,
+                                                                   proj, seed=seed)
                 if not ctx.grad_recorded:
                     self._grad_check(ctx, xa, ya)
             else:
-                raw = [(xa, torch.full((0,), -1, dtype=torch.int64, device=device))
-                       for _ in eps_list]
+                none = torch.zeros(0, dtype=torch.bool, device=device)
+                proj = [(xa, torch.full((0,), -1, dtype=torch.int64, device=device), none)
+                        for _ in eps_list]
 
+            # final float32 verification, monotonicity, scatter back to the full batch
             per_eps: list[EpsResult] = []
             first_broken = torch.full((B,), -1, dtype=torch.int64, device=device)
             prev_x: torch.Tensor | None = None
             prev_s = torch.zeros(att.numel(), dtype=torch.bool, device=device)
-            for k, (e, (xk_raw, steps_k)) in enumerate(zip(eps_list, raw)):
-                xk = project(xa, xk_raw.detach().to(xa.dtype), e, self.norm)
-                moved = (xk - xk_raw).flatten(1).abs().amax(1) > 1e-6 if xk.numel() else \
-                    torch.zeros(0, dtype=torch.bool, device=device)
-                counts.n_projected[k] = int(moved.sum()) + ctx.projected.get(k, 0)
-                steps_k = steps_k.to(device=device, dtype=torch.int64)
+            for k, e in enumerate(eps_list):
+                xk, steps_k, moved = proj[k]
+                counts.n_projected[k] = int(moved.sum()) + int(ctx.projected.get(k, 0))
                 claimed = steps_k >= 0
                 same = prev_s & (xk == prev_x).flatten(1).all(1) if prev_x is not None else \
                     torch.zeros_like(prev_s)
                 need = ~same
-                ok = torch.zeros_like(prev_s)
-                if need.any():
+                fooled = torch.zeros_like(prev_s)
+                todo = need
+                if verdicts is not None:  # claims already checked in float32 (autocast runs)
+                    known, v_fooled = verdicts[k]
+                    reuse = need & known
+                    fooled[reuse] = v_fooled[reuse]
+                    todo = need & ~known
+                if todo.any():
                     with torch.no_grad():
-                        ok[need] = predict(ctx.forward_fp32(xk[need])) == ya[need]
-                succ = same | (need & ~ok)
-                counts.n_unverified[k] = int((claimed & ~succ).sum())
+                        fooled[todo] = predict(ctx.forward_fp32(xk[todo])) != ya[todo]
+                succ = same | (need & fooled)
+                unverified = claimed & ~succ
+                if rejected is not None:
+                    unverified = unverified | rejected[k]
+                counts.n_unverified[k] = int(unverified.sum()) + \
+                    int(ctx.counters.reattacked.get(k, 0))
                 lost = prev_s & ~succ  # broken before: keep the smaller-eps perturbation
                 if lost.any():
                     xk = torch.where(lost.view(-1, 1, 1, 1), prev_x, xk)
@@ -617,7 +315,6 @@ class Attack:
                 steps_out = torch.where(succ, steps_k.clamp(min=0), torch.full_like(steps_k, -1))
                 steps_out = torch.where(same | lost, torch.zeros_like(steps_out), steps_out)
                 new = succ & ~prev_s
-                # scatter back to the full batch
                 s_full = torch.zeros(B, dtype=torch.bool, device=device)
                 s_full[att] = succ
                 st_full = torch.full((B,), -1, dtype=torch.int64, device=device)
@@ -641,16 +338,17 @@ class Attack:
         return SweepResult(attack=self.display_name, norm=self.norm, eps=eps_list,
                            clean_correct=clean_correct, sample_ids=ids, per_eps=per_eps,
                            counts=counts, first_broken=first_broken, seed=int(seed),
-                           config=self.config_dict())
+                           config=self.config_dict(), identity=self.identity().to_dict())
 
     run = __call__
 
     # -- hooks for subclasses ---------------------------------------------------------------------
     def _sweep(self, ctx: Context, x: torch.Tensor, y: torch.Tensor, eps: list[float], *,
-               seed: int, sample_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Default sweep: attack each eps separately, only the samples not yet broken (checked
-        by a forward pass), carrying broken samples forward. Returns, per eps, the adversarial
-        batch and ``broken_at_step`` (-1 where the attack does not claim success)."""
+               seed: int, sample_ids: torch.Tensor) -> Sweep:
+        """Default sweep: attack each eps separately, only the samples not yet broken, carrying
+        broken samples forward. A sample counts as broken only when a float32 forward confirms
+        it (see :meth:`_confirm_breaks`). Returns, per eps, the adversarial batch and
+        ``broken_at_step`` (-1 where the attack does not claim success)."""
         B = x.shape[0]
         x_adv = x.clone()
         broken = torch.zeros(B, dtype=torch.bool, device=x.device)
@@ -660,13 +358,13 @@ class Attack:
             steps[broken] = 0
             act = (~broken).nonzero().squeeze(1)
             if e > 0 and act.numel():
-                raw = self._attack_eps(ctx, x[act], y[act], e, seed=seed,
-                                       sample_ids=sample_ids[act]).detach().to(x.dtype)
-                xs = project(x[act], raw, e, self.norm)
-                ctx.projected[k] = int(((xs - raw).flatten(1).abs().amax(1) > 1e-6).sum())
+                xs = self._attack_projected(ctx, x[act], y[act], e, k, seed=seed,
+                                            sample_ids=sample_ids[act])
                 with torch.no_grad():
-                    fooled = predict(ctx.forward(xs)) != y[act]
+                    claim = predict(ctx.forward(xs)) != y[act]
                 ctx.work += int(act.numel())
+                xs, fooled = self._confirm_breaks(ctx, x[act], y[act], xs, claim, e, k, seed=seed,
+                                                  sample_ids=sample_ids[act])
                 x_adv[act] = xs
                 idx = act[fooled]
                 broken[idx] = True
@@ -679,7 +377,123 @@ class Attack:
         raise NotImplementedError(f"{type(self).__name__} implements neither _sweep nor "
                                   "_attack_eps")
 
+    # -- float32 confirmation (two places: the default sweep, and __call__ for every sweep) -------
+    def _confirm_breaks(self, ctx: Context, x: torch.Tensor, y: torch.Tensor, xs: torch.Tensor,
+                        claim: torch.Tensor, eps: float, k: int, *, seed: int,
+                        sample_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Default sweep, one eps: ``claim`` is the attack-precision check of ``xs``. Under
+        autocast every claim is confirmed with a float32 forward; a claim float32 rejects is
+        re-attacked by :meth:`_attack_eps` in float32 (:meth:`Context.fp32`: same model and
+        counters, autocast off) at this eps, and the float32 outcome decides. Returns
+        ``(xs, fooled)``. Without autocast: ``(xs, claim)`` at no extra cost."""
+        if not ctx.amp or not bool(claim.any()):
+            return xs, claim
+        fooled = ctx.confirm(xs, y, claim)
+        rej = claim & ~fooled
+        if not rej.any():
+            return xs, fooled
+        ctx.counters.reattacked[k] = ctx.counters.reattacked.get(k, 0) + int(rej.sum())
+        idx = rej.nonzero().squeeze(1)
+        f32 = ctx.fp32()
+        xr = self._attack_projected(f32, x[idx], y[idx], eps, k, seed=seed,
+                                    sample_ids=sample_ids[idx])
+        with torch.no_grad():
+            fr = predict(f32.forward(xr)) != y[idx]
+        ctx.work += int(idx.numel())
+        xs, fooled = xs.clone(), fooled.clone()
+        xs[idx] = xr
+        fooled[idx] = fr
+        return xs, fooled
+
+    def _reattack_rejected(self, ctx: Context, x: torch.Tensor, y: torch.Tensor,
+                           ids: torch.Tensor, eps: list[float], proj: list, *, seed: int
+                           ) -> tuple[list, list | None, list | None]:
+        """Every sweep, under autocast: check each claimed break of the returned sweep in
+        float32; samples with a rejected claim at any eps are attacked again from scratch by
+        :meth:`_sweep` over the whole eps list in float32 (:meth:`Context.fp32`), and their
+        results replace the first ones. Returns ``(proj, verdicts, rejected)``: per eps the
+        float32 verdicts ``(checked, fooled)`` still valid (reused by the final verification)
+        and the rejected claims. Without autocast: ``(proj, None, None)``, nothing runs."""
+        if not ctx.amp:
+            return proj, None, None
+        verdicts = self._verify_claims(ctx, x, y, proj)
+        rejected = [known & ~fooled for known, fooled in verdicts]
+        redo = torch.stack(rejected).any(0)
+        if not redo.any():
+            return proj, verdicts, rejected
+        idx = redo.nonzero().squeeze(1)
+        sub = self._project_all(x[idx], self._checked_sweep(ctx.fp32(), x[idx], y[idx], eps,
+                                                            seed=seed, sample_ids=ids[idx]), eps)
+        out = []
+        for k, ((xk, st, mv), (sx, sst, smv)) in enumerate(zip(proj, sub)):
+            xk, st, mv = xk.clone(), st.clone(), mv.clone()
+            xk[idx], st[idx], mv[idx] = sx, sst, smv
+            known, fooled = verdicts[k]
+            known = known.clone()
+            known[idx] = False  # replaced: verified afresh by the final pass
+            verdicts[k] = (known, fooled)
+            out.append((xk, st, mv))
+        return out, verdicts, rejected
+
+    @staticmethod
+    def _verify_claims(ctx: Context, x: torch.Tensor, y: torch.Tensor, proj: list
+                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per eps: (claimed, fooled in float32) for the claimed samples; a claim carried
+        unchanged from the previous eps where it was confirmed is not run again."""
+        out = []
+        prev_x: torch.Tensor | None = None
+        prev_ok = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for xk, st, _ in proj:
+            claimed = st >= 0
+            carried = claimed & prev_ok & (xk == prev_x).flatten(1).all(1) \
+                if prev_x is not None else torch.zeros_like(claimed)
+            chk = claimed & ~carried
+            fooled = carried.clone()
+            if chk.any():
+                with torch.no_grad():
+                    fooled[chk] = predict(ctx.forward_fp32(xk[chk])) != y[chk]
+            out.append((claimed, fooled))
+            prev_x, prev_ok = xk, fooled
+        return out
+
     # -- pieces -----------------------------------------------------------------------------------
+    def _checked_sweep(self, ctx: Context, x: torch.Tensor, y: torch.Tensor, eps: list[float],
+                       *, seed: int, sample_ids: torch.Tensor) -> Sweep:
+        raw = self._sweep(ctx, x, y, eps, seed=seed, sample_ids=sample_ids)
+        if len(raw) != len(eps):
+            raise RuntimeError(f"{self.display_name}: _sweep returned {len(raw)} results for "
+                               f"{len(eps)} eps")
+        return raw
+
+    def _repair(self, x: torch.Tensor, raw: Any, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``raw`` projected onto the eps ball and [0,1] (non-finite values reset to ``x``), and
+        which samples had to move by more than 1e-6."""
+        if not isinstance(raw, torch.Tensor) or tuple(raw.shape) != tuple(x.shape):
+            raise RBFError(f"attack {self.display_name!r} returned "
+                           f"{type(raw).__name__} {tuple(getattr(raw, 'shape', ()))} for an input "
+                           f"of shape {tuple(x.shape)}; it must return a tensor of that shape")
+        raw = raw.detach().to(device=x.device, dtype=x.dtype)
+        raw = torch.where(torch.isfinite(raw), raw, x)
+        xs = project(x, raw, eps, self.norm)
+        if x.shape[0] == 0:
+            return xs, torch.zeros(0, dtype=torch.bool, device=x.device)
+        return xs, (xs - raw).flatten(1).abs().amax(1) > 1e-6
+
+    def _project_all(self, x: torch.Tensor, raw: Sweep, eps: list[float]) -> list:
+        out = []
+        for e, (xr, st) in zip(eps, raw):
+            xk, moved = self._repair(x, xr, e)
+            out.append((xk, torch.as_tensor(st).to(device=x.device, dtype=torch.int64), moved))
+        return out
+
+    def _attack_projected(self, ctx: Context, x: torch.Tensor, y: torch.Tensor, eps: float,
+                          k: int, *, seed: int, sample_ids: torch.Tensor) -> torch.Tensor:
+        """One eps of :meth:`_attack_eps`, projected (counted in ``ctx.projected[k]``)."""
+        raw = self._attack_eps(ctx, x, y, eps, seed=seed, sample_ids=sample_ids)
+        xs, moved = self._repair(x, raw, eps)
+        ctx.projected[k] = ctx.projected.get(k, 0) + int(moved.sum())
+        return xs
+
     def config_dict(self) -> dict:
         return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
                 for k, v in dataclasses.asdict(self.config).items()}
@@ -748,8 +562,8 @@ class Attack:
     def _huge_eps_check(self, ctx: Context, x: torch.Tensor, y: torch.Tensor,
                         ids: torch.Tensor, broken_last: torch.Tensor, eps: list[float],
                         counts: SweepCounts, seed: int) -> None:
-        """Attack up to ``sanity_samples`` survivors of the largest eps at a huge eps with PGD
-        (same norm); every one of them should break."""
+        """Attack up to ``sanity_samples`` survivors of the largest eps at a huge eps with a
+        margin-loss PGD (same norm); every one of them should break."""
         if x.shape[0] == 0 or self.config.sanity_samples <= 0:
             return
         huge = self._default_sanity_eps(x)
@@ -762,7 +576,6 @@ class Attack:
             counts.huge_checked += int(surv.numel())
             counts.huge_unbroken += int(surv.numel())
             return
-        from .pgd import sanity_pgd  # local import: pgd imports this module
         fooled = sanity_pgd(ctx, self.norm, x[surv], y[surv], huge, seed=seed,
                             sample_ids=ids[surv])
         counts.huge_checked += int(surv.numel())
@@ -772,5 +585,5 @@ class Attack:
         z = torch.zeros(0, dtype=torch.bool, device=x.device)
         zi = torch.zeros(0, dtype=torch.int64, device=x.device)
         per = [EpsResult(e, z, zi, z, x.clone() if keep else None) for e in eps_list]
-        return SweepResult(self.display_name, self.norm, eps_list, z, ids, per, counts, zi, int(seed),
-                           self.config_dict())
+        return SweepResult(self.display_name, self.norm, eps_list, z, ids, per, counts, zi,
+                           int(seed), self.config_dict(), identity=self.identity().to_dict())

@@ -7,6 +7,8 @@
     rbf bench --saliency 16                     # + integrated-gradients saliency scores
     rbf bench --model m.safetensors --data DIR --corruptions all --attack pgd \\
               --eps 0.5/255,1/255,2/255,2.5/255,4/255,8/255 --steps 10 --limit 200
+    rbf bench --attack pgd_l2 --eps 0.5,1,2 --attack-opt step_ratio=2 --attack-opt loss=margin
+    rbf bench --attack torchattacks:APGD --attack-opt n_restarts=2
     torchrun --nproc-per-node 2 -m robustbench_fundus bench --model m.safetensors --data DIR
     rbf leaderboard --format md                 # table + two PNG plots beside the store
 """
@@ -18,6 +20,10 @@ import sys
 from pathlib import Path
 
 from ..errors import RBFError
+
+
+_SOURCE = {"model": "declared by the model", "default": "library default: the model declares "
+           "none", "caller": "given by --preprocessing"}
 
 
 def _is_main() -> bool:
@@ -43,10 +49,22 @@ def register(subparsers) -> None:
     p.add_argument("--corruptions", default="all", help="all (the 4 fundus corruptions), "
                    "imagenet-c (the 19 others), none, or comma-separated names (mixable)")
     p.add_argument("--severities", default="1-4", help="e.g. 1-4 or 2,4 (default 1-4)")
-    p.add_argument("--attack", default="pgd", help="pgd | fgsm | autoattack | none")
-    p.add_argument("--eps", default="0.5/255,1/255,2/255,2.5/255,4/255,8/255",
-                   help="comma-separated eps, 2/255-style or decimals in [0,1]")
-    p.add_argument("--steps", type=int, default=10, help="attack steps (default 10)")
+    p.add_argument("--attack", default="pgd", metavar="NAME",
+                   help="a registered attack (see `rbf list attacks`: pgd, pgd_l2, fgsm, "
+                   "autoattack, plugins), torchattacks:<Class>, or none (default pgd)")
+    p.add_argument("--attack-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the attack's config, e.g. steps=20, loss=margin, "
+                   "version=plus (repeatable; `rbf list attacks --json` lists them)")
+    p.add_argument("--eps", default=None,
+                   help="comma-separated eps: L-inf 2/255-style or decimals in (0,1]; L2 the "
+                   "norm, e.g. 0.5,1,2 (default: the attack's sweep; L-inf "
+                   "0.5/255,1/255,2/255,2.5/255,4/255,8/255)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="attack steps, for attacks that have steps (default: the attack's own, "
+                   "10 for pgd)")
+    p.add_argument("--preprocessing", default=None, choices=["graham", "none"],
+                   help="override the preprocessing the model declares (default: the model's; "
+                   "graham for a model that declares none)")
     p.add_argument("--limit", type=int, default=None, help="evaluate N images spread evenly "
                    "over the set (with synthetic data: N images)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -87,34 +105,27 @@ def _default_store() -> Path:
     return Path.cwd() / DEFAULT_STORE
 
 
-def _demo_model() -> Path:
-    try:
-        from ..train.demo import demo_model_path
-        path = demo_model_path()
-    except ImportError:
-        path = Path(__file__).resolve().parents[1] / "assets" / "demo_model.safetensors"
-    if not Path(path).is_file():
-        raise RBFError(f"the bundled demo model is not built yet ({path} is missing); pass "
-                       "--model CHECKPOINT")
-    return Path(path)
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
+    from ..attacks import parse_option_assignments
     from .evaluate import evaluate
+    from .options import RunOptions
 
-    model = Path(args.model) if args.model else _demo_model()
+    model = Path(args.model) if args.model else None   # None: the bundled demo model
+    attack_options = parse_option_assignments(args.attack_opt, what="--attack-opt")
+    run = RunOptions(batch_size=args.batch_size, chunk_size=args.chunk_size,
+                     num_workers=args.workers, progress=not args.no_progress and not args.json,
+                     log=_err)
     store = None
     if not args.no_store:
         store = Path(args.store) if args.store else _default_store()
         _err(f"rbf bench: results store {store.resolve()}")
     report = evaluate(
         model, args.data, corruptions=args.corruptions, severities=args.severities,
-        attack=None if str(args.attack).lower() == "none" else args.attack, eps=args.eps,
-        steps=args.steps, seed=args.seed, device=args.device, limit=args.limit, store=store,
-        name=args.name, arch=args.arch, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        num_workers=args.workers, progress=not args.no_progress and not args.json,
+        attack=args.attack, eps=args.eps, steps=args.steps, seed=args.seed, device=args.device,
+        limit=args.limit, store=store, attack_options=attack_options,
+        preprocessing=args.preprocessing, name=args.name, arch=args.arch,
         trust_checkpoint=args.trust_checkpoint, saliency=args.saliency,
-        saliency_steps=args.saliency_steps, log=_err)
+        saliency_steps=args.saliency_steps, run=run)
     if not _is_main():
         return 0
     if args.json:
@@ -123,6 +134,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"model {report.model['name']} ({report.model['sha256'][:12]}), data "
               f"{report.dataset['name']}, seed {report.provenance['seed']}, device "
               f"{report.provenance['device']}")
+        pre = report.provenance.get("preprocessing")
+        if pre:
+            size = pre.get("input_size")
+            print(f"preprocessing {pre['enhancement']} ({_SOURCE.get(pre.get('source'), '')})"
+                  + (f", model input {size[0]}x{size[1]}" if size else ""))
         print(report.summary_table())
         t = report.provenance["timings"]
         sal = f"; saliency {t['saliency_s']:.1f} s" if t.get("saliency_s") else ""

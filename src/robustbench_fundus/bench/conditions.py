@@ -1,16 +1,22 @@
-"""Benchmark conditions and their string keys.
+"""Benchmark conditions: what is measured, with the full identity of what produced it.
 
 A *condition* is one thing measured on the whole data set: the clean images, one corruption at
-one severity, or one attack at one eps. Each has a stable string key used in the results store::
+one severity, one attack at one eps, or a saliency score. Its string key is its identity in the
+results store, and it names the configuration that produced it::
 
     clean
-    corruption/motion_blur/4
-    corruption/imagenet_c/fog/2
-    attack/pgd/linf/steps=10/eps=0.0078431
+    corruption/motion_blur/4/config=3f9a0c1d2e4b
+    corruption/imagenet_c/fog/2/config=0b7d...
+    attack/pgd/linf/steps=10/config=8e21c4a9f0d3/eps=0.0078431
     saliency/ig/baseline=grey/steps=32/n=64
 
-The key is for identity only; every number (severity, eps, steps) is also kept as its own typed
-column in the store, eps as a float in [0,1] pixel units.
+``config`` is the first 12 hex digits of the sha256 of the canonical JSON of the corruption's or
+attack's whole configuration (for an attack: steps, step rule, restarts, random start, loss, the
+third-party package and version, ...; see :meth:`robustbench_fundus.attacks.Attack.identity`),
+so two runs with different settings can never share or shadow a row. The key is for identity
+only: every number (severity, eps, steps, norm) is also its own typed column in the store, eps
+as a float (for L-inf in [0,1] pixel units; for L2 the L2 norm of the perturbation in those
+units), and the configuration itself is stored as JSON beside the row.
 
 What is accumulated per condition is a short vector of *integer counts*, so partial results from
 batches, chunks and processes are summed exactly:
@@ -18,22 +24,22 @@ batches, chunks and processes are summed exactly:
 * clean / corruption: the flattened K x K confusion matrix (rows = true grade);
 * attack: ``[n, n_attacked, n_broken]`` (n_attacked = correct on clean input; n_broken = of
   those, turned wrong by the attack at this eps), then the attack's sanity counters
-  (:data:`ATTACK_SANITY`: input-gradient checks, probability outputs, randomised model, huge-eps
-  check, unverified and projected successes) of the sweeps that computed this eps.
+  (:data:`ATTACK_SANITY`) of the sweeps that computed this eps.
 
-A saliency condition (``--saliency N``) is not a sum of counts: its per-sample scores are kept
-per part of the N images and combined when all parts are in (see ``evaluate``).
+A saliency condition is not a sum of counts: its per-sample scores are kept per part of the N
+images and combined when all parts are in (see :mod:`robustbench_fundus.bench.saliency`).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import RBFError
+from ..grades import NUM_GRADES
 
-NUM_CLASSES = 5
-
-#: The benchmark's default eps list (pixel units in [0,1]).
+#: The benchmark's default eps list for L-inf attacks (pixel units in [0,1]); an attack's own
+#: ``default_eps`` is used when no eps is given (L2 attacks have an L2 sweep).
 DEFAULT_EPS: tuple[float, ...] = (0.5 / 255, 1 / 255, 2 / 255, 2.5 / 255, 4 / 255, 8 / 255)
 DEFAULT_SEVERITIES: tuple[int, ...] = (1, 2, 3, 4)
 
@@ -47,18 +53,27 @@ def format_eps_255(eps: float) -> str:
     """eps in /255 units for people: 0.0078431 -> '2/255', 0.0098039 -> '2.5/255'."""
     v = float(eps) * 255.0
     r = round(v, 2)
-    s = f"{r:g}"
-    return f"{s}/255"
+    return f"{r:g}/255"
+
+
+def format_eps(eps: float, norm: str | None = "linf") -> str:
+    """eps as people read it: L-inf in /255 (``2/255``), L2 as the plain norm (``0.5``)."""
+    if str(norm or "linf").lower() == "l2":
+        return f"{float(eps):g}"
+    return format_eps_255(eps)
 
 
 @dataclass(frozen=True)
 class Condition:
     kind: str                 # "clean" | "corruption" | "attack" | "saliency"
-    name: str = "clean"       # corruption, attack or attribution-method name
+    name: str = "clean"       # corruption, attack (display name) or attribution-method name
     severity: int | None = None
     eps: float | None = None
     steps: int | None = None
-    norm: str | None = None
+    norm: str | None = None       # attack: "linf" | "l2"
+    config_hash: str | None = None  # corruption/attack: hash of the whole configuration
+    config: str | None = None     # corruption/attack: canonical JSON of that configuration
+    label: str | None = None      # attack: short label saying norm and steps, e.g. pgd_linf_10
     baseline: str | None = None   # saliency: the IG baseline
     n_images: int | None = None   # saliency: images scored (spread evenly over the set)
 
@@ -67,27 +82,42 @@ class Condition:
         if self.kind == "clean":
             return "clean"
         if self.kind == "corruption":
-            return f"corruption/{self.name}/{self.severity}"
+            return f"corruption/{self.name}/{self.severity}/config={self.config_hash}"
         if self.kind == "saliency":
             return (f"saliency/{self.name}/baseline={self.baseline}/steps={self.steps}/"
                     f"n={self.n_images}")
-        return f"attack/{self.name}/{self.norm}/steps={self.steps}/eps={eps_key(self.eps)}"
+        steps = "-" if self.steps is None else self.steps
+        return (f"attack/{self.name}/{self.norm}/steps={steps}/config={self.config_hash}/"
+                f"eps={eps_key(self.eps)}")
 
     @property
     def n_counts(self) -> int:
         if self.kind == "attack":
             return 3 + len(ATTACK_SANITY)
-        return NUM_CLASSES * NUM_CLASSES
+        return NUM_GRADES * NUM_GRADES
 
     @property
-    def label(self) -> str:
+    def attack_id(self) -> tuple[str, str, str] | None:
+        """(name, norm, config hash): the attack configuration, shared by its eps conditions."""
+        if self.kind != "attack":
+            return None
+        return (self.name, str(self.norm), str(self.config_hash))
+
+    @property
+    def config_dict(self) -> dict[str, Any]:
+        return json.loads(self.config) if self.config else {}
+
+    @property
+    def display(self) -> str:
+        """How people read the condition: ``clean``, ``motion_blur s4``,
+        ``pgd_linf_10 eps=2/255``."""
         if self.kind == "clean":
             return "clean"
         if self.kind == "corruption":
             return f"{self.name} s{self.severity}"
         if self.kind == "saliency":
             return f"saliency {self.name} n={self.n_images}"
-        return f"{self.name} eps={format_eps_255(self.eps)}"
+        return f"{self.label or self.name} eps={format_eps(self.eps, self.norm)}"
 
 
 CLEAN = Condition("clean")
@@ -100,12 +130,26 @@ ATTACK_SANITY: tuple[str, ...] = ("batches", "grad_checked", "grad_zero", "grad_
                                   "huge_unbroken", "n_unverified", "n_projected")
 
 
-def corruption_condition(name: str, severity: int) -> Condition:
-    return Condition("corruption", name, severity=int(severity))
+def canonical_json(obj: Any) -> str:
+    """The canonical JSON of a configuration (sorted keys, no spaces): equal configs, equal
+    text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def attack_condition(name: str, eps: float, steps: int, norm: str = "linf") -> Condition:
-    return Condition("attack", name, eps=float(eps), steps=int(steps), norm=norm)
+def corruption_condition(corruption: Any, severity: int) -> Condition:
+    """The condition of one registered corruption object at one severity."""
+    ident = corruption.identity()
+    return Condition("corruption", ident["name"], severity=int(severity),
+                     config_hash=ident["config_hash"], config=canonical_json(ident["config"]))
+
+
+def attack_conditions(attack: Any, eps: Sequence[float]) -> list[Condition]:
+    """The conditions of one configured attack at each eps (ascending)."""
+    ident = attack.identity()
+    cfg = canonical_json(ident.config)
+    return [Condition("attack", ident.name, eps=float(e), steps=ident.steps, norm=ident.norm,
+                      config_hash=ident.config_hash, config=cfg, label=ident.label)
+            for e in eps]
 
 
 def saliency_condition(n_images: int, steps: int, baseline: str, method: str = "ig"
@@ -114,25 +158,17 @@ def saliency_condition(n_images: int, steps: int, baseline: str, method: str = "
                      n_images=int(n_images))
 
 
-# -- parsing ---------------------------------------------------------------------------------
-def parse_eps(value: str | float | Sequence[str | float] | None) -> list[float]:
-    """'0.5/255,1/255,0.01' (or a list of numbers/strings) -> sorted unique eps in (0,1];
-    None -> the default sweep. Values are read by :func:`robustbench_fundus.attacks.parse_eps`."""
-    if value is None:
-        return list(DEFAULT_EPS)
-    from ..attacks.base import parse_eps as _parse_eps
-    out = _parse_eps(value, what="--eps")
-    uniq = {eps_key(v): v for v in out}  # unique by key, ascending
+# -- the sweep and the corruption list ---------------------------------------------------------
+def eps_sweep(value: Any, norm: str = "Linf", default: Sequence[float] | None = None
+              ) -> list[float]:
+    """The eps of a sweep: ``value`` read by the one eps parser
+    (:func:`robustbench_fundus.attacks.parse_eps`, for ``norm``), sorted, duplicates dropped;
+    None -> ``default`` (the attack's own default sweep; :data:`DEFAULT_EPS` if not given)."""
+    from ..attacks import parse_eps
+    vals = list(default if default is not None else DEFAULT_EPS) if value is None else \
+        parse_eps(value, what="--eps", norm=norm)
+    uniq = {eps_key(v): float(v) for v in vals}
     return sorted(uniq.values())
-
-
-def parse_severities(value: str | int | Sequence[int] | None, max_severity: int = 5) -> list[int]:
-    """'1-4' | '2,4' | 3 | [1,2] -> sorted unique severities; None -> the default 1-4.
-    See :func:`robustbench_fundus.corruptions.parse_severities`."""
-    if value is None:
-        return list(DEFAULT_SEVERITIES)
-    from ..corruptions.base import parse_severities as _parse_severities
-    return _parse_severities(value, max_severity=max_severity)
 
 
 def resolve_corruptions(spec: str | Sequence[str] | None) -> list[str]:

@@ -2,8 +2,13 @@
 
 An *entry* is (model, data set, seed, library version): the unit a ``rbf bench`` run fills.
 Columns: model name, data set, n, clean accuracy, balanced accuracy, kappa, mean severity-4
-drop and the severity-4 drop of each corruption, attack success rate and robust accuracy at
-each eps (shown in /255), eps at 50% success, area under the success curve; when any entry was
+drop and the severity-4 drop of each corruption, then per attack *configuration* (name, norm
+and the hash of its whole config: results of different configs are never merged) its success
+rate and robust accuracy at each eps, named by the attack's label, which says norm and steps:
+``pgd_linf_10@2/255`` (success rate), ``pgd_linf_10_robust_acc@2/255``; two configurations
+that share a label (same name, norm and steps, other options) get their hash added:
+``pgd_linf_10~8e21c4@2/255``. L-inf eps are shown in /255, L2 eps as the plain norm. Then
+the headline attack, its eps at 50% success and the area under its success curve; when any entry was
 benchmarked with ``--saliency N``, the ``saliency_*`` columns of
 :func:`~robustbench_fundus.interpret.leaderboard_columns` (empty for entries without them); when
 any entry's attack raised a sanity flag (masked gradients, ...), an ``attack_flags`` column.
@@ -24,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics import area_under_success_curve, eps_at_success
-from .conditions import eps_key, format_eps_255
+from .conditions import eps_key, format_eps, format_eps_255
 from .report import attack_sanity_flags
 from .store import ResultStore
 
@@ -48,8 +53,10 @@ class LeaderboardEntry:
     mean_drop4: float | None = None
     # corruption -> severity -> accuracy (for the plot)
     severity_accuracy: dict[str, dict[int, float | None]] = field(default_factory=dict)
-    # attack name -> eps -> (success_rate, robust_accuracy, n_attacked, n_broken)
+    # attack column label -> eps -> (success_rate, robust_accuracy, n_attacked, n_broken)
     attacks: dict[str, dict[float, tuple]] = field(default_factory=dict)
+    # attack column label -> {name, norm, steps, config_hash, config, label}
+    attack_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     eps_at_50: float | None = None
     auc_success: float | None = None
     headline_attack: str | None = None
@@ -68,13 +75,17 @@ class LeaderboardEntry:
              "severity4_drop": dict(self.drop4),
              "severity_accuracy": {c: {str(s): a for s, a in v.items()}
                                    for c, v in self.severity_accuracy.items()},
-             "attacks": {name: [{"eps": e, "eps_255": format_eps_255(e), "success_rate": v[0],
-                                 "robust_accuracy": v[1], "n_attacked": v[2], "n_broken": v[3]}
-                                for e, v in sorted(rows.items())]
-                         for name, rows in self.attacks.items()},
+             "attacks": {lab: [{"eps": e, "eps_text": format_eps(e, self._norm(lab)),
+                                "eps_255": format_eps_255(e) if self._norm(lab) == "linf"
+                                else None, "success_rate": v[0],
+                                "robust_accuracy": v[1], "n_attacked": v[2], "n_broken": v[3]}
+                               for e, v in sorted(rows.items())]
+                         for lab, rows in self.attacks.items()},
+             "attack_configs": {lab: dict(info) for lab, info in self.attack_info.items()},
+             "headline_attack": self.headline_attack,
              "eps_at_50_success": self.eps_at_50,
-             "eps_at_50_success_255": None if self.eps_at_50 is None else round(
-                 self.eps_at_50 * 255, 4),
+             "eps_at_50_success_255": None if self.eps_at_50 is None or
+             self._norm(self.headline_attack) != "linf" else round(self.eps_at_50 * 255, 4),
              "auc_success": self.auc_success}
         if self.saliency is not None:
             d["saliency"] = dict(self.saliency)
@@ -83,6 +94,9 @@ class LeaderboardEntry:
             d["attack_flags"] = list(self.attack_flags)
         return d
 
+    def _norm(self, label: str | None) -> str:
+        return str((self.attack_info.get(label or "") or {}).get("norm") or "linf")
+
 
 def load_entries(store: ResultStore | str) -> list[LeaderboardEntry]:
     from ..interpret.scores import leaderboard_columns
@@ -90,9 +104,11 @@ def load_entries(store: ResultStore | str) -> list[LeaderboardEntry]:
     models = {m["sha256"]: m for m in st.models()}
     datasets = st.datasets()
     groups: dict[tuple, list[dict]] = {}
-    for r in st.results():
+    all_rows = st.results()
+    for r in all_rows:
         k = (r["model_sha256"], r["dataset_fingerprint"], r["seed"], r["library_version"])
         groups.setdefault(k, []).append(r)
+    labels = attack_labels(all_rows)
     out = []
     for (msha, dfp, seed, ver), rows in groups.items():
         m = models.get(msha, {"name": msha[:12], "arch": None})
@@ -108,11 +124,16 @@ def load_entries(store: ResultStore | str) -> list[LeaderboardEntry]:
             if r["kind"] == "corruption":
                 e.severity_accuracy.setdefault(r["name"], {})[int(r["severity"])] = r["accuracy"]
             elif r["kind"] == "attack":
-                e.attacks.setdefault(r["name"], {})[float(r["eps"])] = (
+                lab = labels[_attack_id(r)]
+                e.attacks.setdefault(lab, {})[float(r["eps"])] = (
                     r["success_rate"], r["robust_accuracy"], r["n_attacked"], r["n_broken"])
+                e.attack_info.setdefault(lab, {
+                    "name": r["name"], "norm": r.get("norm") or "linf", "steps": r.get("steps"),
+                    "label": r.get("label"), "config_hash": r.get("config_hash"),
+                    "config": json.loads(r["config"]) if r.get("config") else None})
                 san = dict((r.get("metrics") or {}).get("sanity") or {})
                 san.update(n=r["n"], n_attacked=r["n_attacked"], n_broken=r["n_broken"])
-                sanity.setdefault(r["name"], []).append((float(r["eps"]), san))
+                sanity.setdefault(lab, []).append((float(r["eps"]), san))
             elif r["kind"] == "saliency" and (r.get("metrics") or {}).get("saliency"):
                 sal_rows.append(r)
         if sal_rows:  # several runs (other N or steps): the most images, then the most steps
@@ -129,7 +150,7 @@ def load_entries(store: ResultStore | str) -> list[LeaderboardEntry]:
         if e.drop4:
             e.mean_drop4 = float(np.mean(list(e.drop4.values())))
         if e.attacks:
-            name = "pgd" if "pgd" in e.attacks else sorted(e.attacks)[0]
+            name = headline_attack(e)
             e.headline_attack = name
             pts = [(ep, v[0]) for ep, v in sorted(e.attacks[name].items()) if v[0] is not None]
             if pts:
@@ -144,12 +165,49 @@ def load_entries(store: ResultStore | str) -> list[LeaderboardEntry]:
     return out
 
 
+def _attack_id(r: dict) -> tuple[str, str, str]:
+    return (r["name"], str(r.get("norm") or "linf"), str(r.get("config_hash")))
+
+
+def attack_labels(rows: list[dict]) -> dict[tuple[str, str, str], str]:
+    """A column label for every attack configuration among ``rows``: the attack's own label
+    (``pgd_linf_10``), with the config hash added (``pgd_linf_10~8e21c4``) where two
+    configurations share a label, so no two configurations ever share a column."""
+    by: dict[str, set[tuple]] = {}
+    for r in rows:
+        if r.get("kind") != "attack":
+            continue
+        base = r.get("label") or f"{r['name']}_{r.get('norm') or 'linf'}"
+        by.setdefault(base, set()).add(_attack_id(r))
+    out = {}
+    for base, ids in by.items():
+        for aid in ids:
+            out[aid] = base if len(ids) == 1 else f"{base}~{aid[2][:6]}"
+    return out
+
+
+def headline_attack(e: LeaderboardEntry) -> str:
+    """The attack an entry's headline figures use: L-inf PGD (the most steps, when several
+    configurations were run), else the first label in sorted order."""
+    pgd = [lab for lab, info in e.attack_info.items() if info.get("name") == "pgd"]
+    if pgd:
+        return max(pgd, key=lambda lab: (e.attack_info[lab].get("steps") or 0, lab))
+    return sorted(e.attacks)[0]
+
+
 def _columns(entries: list[LeaderboardEntry]) -> tuple[list[str], list[tuple[str, float]]]:
     cors = sorted({c for e in entries for c in e.drop4})
-    atk = sorted({(name, eps_key(ep)) for e in entries for name, rows in e.attacks.items()
+    atk = sorted({(lab, eps_key(ep)) for e in entries for lab, rows in e.attacks.items()
                   for ep in rows})
-    atk_cols = [(name, float(k)) for name, k in atk]
+    atk_cols = [(lab, float(k)) for lab, k in atk]
     return cors, atk_cols
+
+
+def _norm_of(entries: list[LeaderboardEntry], label: str) -> str:
+    for e in entries:
+        if label in e.attack_info:
+            return str(e.attack_info[label].get("norm") or "linf")
+    return "linf"
 
 
 def table(entries: list[LeaderboardEntry]) -> tuple[list[str], list[list[Any]]]:
@@ -157,11 +215,11 @@ def table(entries: list[LeaderboardEntry]) -> tuple[list[str], list[list[Any]]]:
     cors, atk_cols = _columns(entries)
     header = ["model", "arch", "dataset", "seed", "n", "clean_accuracy", "balanced_accuracy",
               "kappa", "mean_sev4_drop"] + [f"sev4_drop_{c}" for c in cors]
-    for name, ep in atk_cols:
-        header.append(f"{name}_success@{format_eps_255(ep)}")
-    for name, ep in atk_cols:
-        header.append(f"{name}_robust_acc@{format_eps_255(ep)}")
-    header += ["eps_at_50_success_255", "auc_success"]
+    for lab, ep in atk_cols:
+        header.append(f"{lab}@{format_eps(ep, _norm_of(entries, lab))}")
+    for lab, ep in atk_cols:
+        header.append(f"{lab}_robust_acc@{format_eps(ep, _norm_of(entries, lab))}")
+    header += ["headline_attack", "eps_at_50_success", "eps_at_50_success_255", "auc_success"]
     sal_cols = _saliency_columns(entries)
     header += sal_cols
     show_flags = any(e.attack_flags for e in entries)
@@ -175,7 +233,10 @@ def table(entries: list[LeaderboardEntry]) -> tuple[list[str], list[list[Any]]]:
         row += [e.drop4.get(c) for c in cors]
         row += [_atk(e, name, ep, 0) for name, ep in atk_cols]
         row += [_atk(e, name, ep, 1) for name, ep in atk_cols]
-        row += [None if e.eps_at_50 is None else round(e.eps_at_50 * 255, 4), e.auc_success]
+        linf = e._norm(e.headline_attack) == "linf"
+        row += [e.headline_attack, e.eps_at_50,
+                None if e.eps_at_50 is None or not linf else round(e.eps_at_50 * 255, 4),
+                e.auc_success]
         row += [e.saliency_columns.get(c) for c in sal_cols]
         if show_flags:
             row.append(",".join(e.attack_flags) or None)

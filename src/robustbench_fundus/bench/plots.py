@@ -33,28 +33,35 @@ def _label(e: LeaderboardEntry, entries: Sequence[LeaderboardEntry]) -> str:
 
 def plot_success_curves(entries: Sequence[LeaderboardEntry], out: str | Path,
                         attack: str | None = None) -> Path:
+    """Success rate against eps of each entry's headline attack (or the attack labelled
+    ``attack``), from (0, 0); one panel per norm (L-inf eps in /255, L2 as the plain norm)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    any_curve = False
+    curves: dict[str, list] = {}
     for e in entries:
-        name = attack or e.headline_attack
-        rows = e.attacks.get(name or "", {})
-        pts = [(ep * 255, v[0]) for ep, v in sorted(rows.items()) if v[0] is not None]
-        if not pts:
-            continue
-        xs, ys = [0.0] + [p[0] for p in pts], [0.0] + [p[1] for p in pts]
-        ax.plot(xs, ys, marker="o", label=f"{_label(e, entries)} [{name}]")
-        any_curve = True
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("eps (/255)")
-    ax.set_ylabel("attack success rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Attack success against eps")
-    if any_curve:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no attack results", ha="center", transform=ax.transAxes)
-    ax.grid(alpha=0.3)
+        label = attack or e.headline_attack
+        rows = e.attacks.get(label or "", {})
+        norm = e._norm(label)
+        scale = 255.0 if norm == "linf" else 1.0
+        pts = [(ep * scale, v[0]) for ep, v in sorted(rows.items()) if v[0] is not None]
+        if pts:
+            curves.setdefault(norm, []).append((f"{_label(e, entries)} [{label}]", pts))
+    norms = sorted(curves) or ["linf"]
+    fig, axes = plt.subplots(1, len(norms), figsize=(6 * len(norms), 4), dpi=110,
+                             squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        for name, pts in curves.get(norm, []):
+            ax.plot([0.0] + [p[0] for p in pts], [0.0] + [p[1] for p in pts], marker="o",
+                    label=name)
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("eps (/255)" if norm == "linf" else "eps (L2 norm)")
+        ax.set_ylabel("attack success rate")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title("Attack success against eps" + ("" if len(norms) == 1 else f" ({norm})"))
+        if curves.get(norm):
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no attack results", ha="center", transform=ax.transAxes)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 
 from ..metrics import (ClassificationMetrics, area_under_success_curve, eps_at_success)
-from .conditions import format_eps_255
+from .conditions import format_eps, format_eps_255
 
-SCHEMA_VERSION = 1
+#: Version of the report's JSON layout. 2: attacks carry norm, label, config and config_hash;
+#: corruptions their config and config_hash; provenance the preprocessing.
+SCHEMA_VERSION = 2
 
 
 def _nan_to_none(v: Any) -> Any:
@@ -57,6 +59,8 @@ class CorruptionResult:
     n: int
     confusion: list[list[int]]
     seconds: float = 0.0
+    config_hash: str | None = None   # identity of the corruption's configuration
+    config: dict | None = None       # the configuration itself (per-severity parameters, ...)
 
     def to_dict(self) -> dict:
         return {k: _clean_json(v) for k, v in asdict(self).items()}
@@ -65,31 +69,47 @@ class CorruptionResult:
 @dataclass
 class AttackResult:
     name: str
-    eps: float                   # [0,1] pixel units
+    eps: float                   # L-inf: [0,1] pixel units; L2: the L2 norm in those units
     success_rate: float          # n_broken / n_attacked (NaN when n_attacked == 0)
     robust_accuracy: float       # (n_attacked - n_broken) / n
     n: int
     n_attacked: int              # samples right on clean input (the attack's denominator)
     n_broken: int                # of those, turned wrong at this eps
-    steps: int = 0
-    norm: str = "linf"
+    steps: int | None = None     # the attack's step count (None: it has none)
+    norm: str = "linf"           # "linf" | "l2"
     seconds: float = 0.0
+    label: str | None = None     # e.g. pgd_linf_10: names the configuration in columns
+    config_hash: str | None = None
+    config: dict | None = None   # the whole configuration that produced the numbers
 
     @property
-    def eps_255(self) -> str:
-        return format_eps_255(self.eps)
+    def eps_255(self) -> str | None:
+        """eps in /255 (L-inf attacks only)."""
+        return format_eps_255(self.eps) if self.norm == "linf" else None
+
+    @property
+    def eps_text(self) -> str:
+        return format_eps(self.eps, self.norm)
+
+    @property
+    def key_label(self) -> str:
+        return self.label or self.name
 
     @classmethod
     def from_counts(cls, name: str, eps: float, n: int, n_attacked: int, n_broken: int,
-                    steps: int = 0, norm: str = "linf", seconds: float = 0.0) -> "AttackResult":
+                    steps: int | None = None, norm: str = "linf", seconds: float = 0.0, *,
+                    label: str | None = None, config_hash: str | None = None,
+                    config: dict | None = None) -> "AttackResult":
         sr = n_broken / n_attacked if n_attacked else float("nan")
         ra = (n_attacked - n_broken) / n if n else float("nan")
         return cls(name, float(eps), float(sr), float(ra), int(n), int(n_attacked),
-                   int(n_broken), int(steps), norm, float(seconds))
+                   int(n_broken), None if steps is None else int(steps), str(norm).lower(),
+                   float(seconds), label, config_hash, config)
 
     def to_dict(self) -> dict:
         d = {k: _clean_json(v) for k, v in asdict(self).items()}
         d["eps_255"] = self.eps_255
+        d["eps_text"] = self.eps_text
         return d
 
 
@@ -153,23 +173,28 @@ def attack_sanity_flags(name: str, rows: list[tuple[float, dict]]) -> list[Flag]
 def summary_figures(clean: CleanResult | None, corruptions: list[CorruptionResult],
                     attacks: list[AttackResult], headline_severity: int = 4) -> dict:
     """Headline figures: mean severity-4 drop (and per corruption), eps at 50% success and the
-    normalised area under the success curve, per attack name (the first attack is the headline)."""
+    normalised area under the success curve, per attack configuration (keyed by its label; the
+    first attack is the headline)."""
     sev = [c for c in corruptions if c.severity == headline_severity]
     drops = {c.name: c.drop for c in sev}
     by_attack: dict[str, list[AttackResult]] = {}
     for a in attacks:
-        by_attack.setdefault(a.name, []).append(a)
+        by_attack.setdefault(a.key_label, []).append(a)
     per_attack = {}
-    for name, rows in by_attack.items():
+    for label, rows in by_attack.items():
         rows = sorted(rows, key=lambda r: r.eps)
         ok = [r for r in rows if not math.isnan(r.success_rate)]
         e50 = eps_at_success([r.eps for r in ok], [r.success_rate for r in ok]) if ok else None
         auc = area_under_success_curve([r.eps for r in ok], [r.success_rate for r in ok]) \
             if ok else float("nan")
-        per_attack[name] = {"eps_at_50_success": e50,
-                            "eps_at_50_success_255": None if e50 is None else round(e50 * 255, 4),
-                            "auc_success": _nan_to_none(auc),
-                            "eps_max": rows[-1].eps if rows else None}
+        linf = rows[0].norm == "linf"
+        per_attack[label] = {"name": rows[0].name, "norm": rows[0].norm, "steps": rows[0].steps,
+                             "config_hash": rows[0].config_hash,
+                             "eps_at_50_success": e50,
+                             "eps_at_50_success_255": None if e50 is None or not linf
+                             else round(e50 * 255, 4),
+                             "auc_success": _nan_to_none(auc),
+                             "eps_max": rows[-1].eps if rows else None}
     head = next(iter(per_attack.values()), {})
     return {
         "headline_severity": headline_severity,
@@ -215,8 +240,9 @@ class BenchReport:
         raise KeyError((name, severity))
 
     def attack(self, eps: float, name: str | None = None) -> AttackResult:
+        """The attack row at ``eps`` (of the attack whose name or label is ``name``)."""
         for a in self.attacks:
-            if abs(a.eps - eps) < 1e-9 and (name is None or a.name == name):
+            if abs(a.eps - eps) < 1e-9 and (name is None or name in (a.name, a.label)):
                 return a
         raise KeyError(eps)
 
@@ -250,11 +276,13 @@ class BenchReport:
                                 c.get("seconds", 0.0))
         cors = [CorruptionResult(c["name"], c["severity"], f(c["accuracy"]),
                                  f(c["balanced_accuracy"]), f(c["kappa"]), f(c["drop"]), c["n"],
-                                 c["confusion"], c.get("seconds", 0.0))
+                                 c["confusion"], c.get("seconds", 0.0), c.get("config_hash"),
+                                 c.get("config"))
                 for c in d.get("corruptions", [])]
         atks = [AttackResult(a["name"], a["eps"], f(a["success_rate"]), f(a["robust_accuracy"]),
-                             a["n"], a["n_attacked"], a["n_broken"], a.get("steps", 0),
-                             a.get("norm", "linf"), a.get("seconds", 0.0))
+                             a["n"], a["n_attacked"], a["n_broken"], a.get("steps"),
+                             a.get("norm", "linf"), a.get("seconds", 0.0), a.get("label"),
+                             a.get("config_hash"), a.get("config"))
                 for a in d.get("attacks", [])]
         flags = [Flag(**fl) for fl in d.get("flags", [])]
         return cls(clean, cors, atks, flags, d.get("provenance", {}), d.get("model", {}),
@@ -276,7 +304,7 @@ class BenchReport:
                          "bal_acc": c.balanced_accuracy, "kappa": c.kappa, "drop": c.drop,
                          "success": "", "robust_acc": ""})
         for a in self.attacks:
-            rows.append({"condition": f"{a.name} eps={a.eps_255}", "n": a.n, "accuracy": "",
+            rows.append({"condition": f"{a.key_label} eps={a.eps_text}", "n": a.n, "accuracy": "",
                          "bal_acc": "", "kappa": "", "drop": "",
                          "success": f"{_pct(a.success_rate)} ({a.n_broken}/{a.n_attacked})",
                          "robust_acc": a.robust_accuracy})
@@ -285,12 +313,12 @@ class BenchReport:
         lines = [text, ""]
         if s["mean_severity4_drop"] is not None:
             lines.append(f"mean severity-4 accuracy drop: {s['mean_severity4_drop']:.4f}")
-        if self.attacks:
-            e = s["eps_at_50_success_255"]
-            lines.append("eps at 50% success: " + (f"{e:g}/255" if e is not None else
-                                                    "not reached"))
-            if s["auc_success"] is not None:
-                lines.append(f"area under the success curve: {s['auc_success']:.4f}")
+        for label, a in s["attacks"].items():
+            e = a["eps_at_50_success"]
+            txt = "not reached" if e is None else format_eps(e, a["norm"])
+            auc = "" if a["auc_success"] is None else \
+                f"; area under the success curve {a['auc_success']:.4f}"
+            lines.append(f"{label}: eps at 50% success {txt}{auc}")
         sal = self.saliency
         if sal:
             def g(k):

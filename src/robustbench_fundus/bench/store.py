@@ -12,8 +12,13 @@ Tables (``schema_version`` in ``meta``):
   summary floats ``lesion_share``, ``lesion_area``, ``disc_share``, ``deletion_auc``,
   ``deletion_auc_random``, ``ig_delta`` (REAL); ``metrics`` (JSON) holds the rest of a
   condition's numbers (an attack's sanity counters and flags, the saliency summary in full);
-  plus ``seconds``, ``device``, ``torch_version``. Columns added after a store was created are
-  added to it when it is opened for writing (same schema version; old rows read them as NULL).
+  for a corruption or an attack ``config`` (JSON: the whole configuration that produced the
+  row) and ``config_hash`` (its identity, also part of the condition key), for an attack
+  ``norm`` (``linf``/``l2``) and ``label`` (e.g. ``pgd_linf_10``); plus ``seconds``,
+  ``device``, ``torch_version``. Columns added after a store was created are added to it when it
+  is opened for writing (same schema version; old rows read them as NULL, and
+  :meth:`ResultStore.results` maps such rows to the settings they were run with: see
+  :func:`legacy_identity`).
 * ``partials``: integer counts of one condition on one *chunk* of the data set (the unit of
   progress), kept until every chunk of the condition is in; then, in the same transaction, the
   counts are summed into the ``results`` row and the partials deleted. A saliency condition's
@@ -88,6 +93,9 @@ CREATE TABLE IF NOT EXISTS results (
     deletion_auc_random REAL,
     ig_delta REAL,
     metrics TEXT,
+    config TEXT,
+    config_hash TEXT,
+    label TEXT,
     seconds REAL,
     device TEXT,
     torch_version TEXT,
@@ -112,7 +120,8 @@ CREATE TABLE IF NOT EXISTS partials (
 #: Columns of ``results`` added after schema version 1 was first written (added on open).
 _ADDED_COLUMNS = (("lesion_share", "REAL"), ("lesion_area", "REAL"), ("disc_share", "REAL"),
                   ("deletion_auc", "REAL"), ("deletion_auc_random", "REAL"), ("ig_delta", "REAL"),
-                  ("metrics", "TEXT"))
+                  ("metrics", "TEXT"), ("config", "TEXT"), ("config_hash", "TEXT"),
+                  ("label", "TEXT"))
 
 
 def _now() -> str:
@@ -224,6 +233,8 @@ class ResultStore:
             if d.get("confusion"):
                 d["confusion"] = json.loads(d["confusion"])
             d["metrics"] = json.loads(d["metrics"]) if d.get("metrics") else {}
+            if d.get("kind") in ("attack", "corruption") and not d.get("config_hash"):
+                d.update(legacy_identity(d))
             out.append(d)
         return out
 
@@ -323,7 +334,8 @@ class ResultStore:
                      "condition": cond.key, "seed": int(entry["seed"]),
                      "library_version": entry["library_version"], "kind": cond.kind,
                      "name": cond.name, "severity": cond.severity, "eps": cond.eps,
-                     "steps": cond.steps, "norm": cond.norm, "created": _now()})
+                     "steps": cond.steps, "norm": cond.norm, "config": cond.config,
+                     "config_hash": cond.config_hash, "label": cond.label, "created": _now()})
         if isinstance(cols.get("confusion"), (list, tuple)):
             cols["confusion"] = json.dumps(cols["confusion"])
         if isinstance(cols.get("metrics"), dict):
@@ -358,3 +370,34 @@ class _Cursor:
 def _entry_args(entry: dict) -> tuple:
     return (entry["model_sha256"], entry["dataset_fingerprint"], int(entry["seed"]),
             entry["library_version"])
+
+
+def legacy_identity(row: dict) -> dict:
+    """The identity columns of a row written before rows carried their configuration
+    (``config``, ``config_hash``, ``label``, and the norm of an attack: such stores wrote every
+    attack as ``linf``, ``pgd_l2`` included): rebuilt from the settings those versions ran,
+    which were the registered configuration with only the step count varied. Read-only: the
+    file is not changed."""
+    from .conditions import canonical_json
+    out: dict = {}
+    try:
+        if row["kind"] == "attack":
+            from ..attacks import resolve_attack
+            atk = resolve_attack(row["name"])
+            if row.get("steps") is not None and "steps" in atk.options():
+                atk = atk.with_options(steps=int(row["steps"]))
+            ident = atk.identity()
+            out.update(norm=ident.norm, label=ident.label, steps=ident.steps,
+                       config=canonical_json(ident.config), config_hash=ident.config_hash)
+        else:
+            from ..corruptions import get_corruption
+            ident = get_corruption(row["name"]).identity()
+            out.update(config=canonical_json(ident["config"]), config_hash=ident["config_hash"])
+    except RBFError:  # no longer registered (a plugin that is gone): name what is known
+        if row["kind"] == "attack":
+            steps = row.get("steps")
+            out.update(label=f"{row['name']}_{row.get('norm') or 'linf'}"
+                             + (f"_{steps}" if steps else ""), config_hash="legacy")
+        else:
+            out.update(config_hash="legacy")
+    return out

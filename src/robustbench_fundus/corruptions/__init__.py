@@ -57,8 +57,10 @@ def get_corruption(name: str, **config: Any) -> Corruption:
     return obj
 
 
-def describe(pattern: str = "*") -> list[dict]:
-    """One JSON-able row per registered corruption matching ``pattern`` (for `rbf list`)."""
+def describe(pattern: str = "*", full: bool = False) -> list[dict]:
+    """One JSON-able row per registered corruption matching ``pattern`` (for `rbf list`; the
+    rows are the same for the table and ``--json``, ``full`` is accepted for a uniform
+    interface)."""
     rows = []
     for name in REGISTRY.names(pattern):
         entry = REGISTRY.entry(name)

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from ..data.geometry import Geometry
+from ..preprocessing.geometry import Geometry
 from ..errors import RBFError
 from ..seeding import derive_seed, per_sample_uniform
 

@@ -10,9 +10,9 @@ dataclass ``config``), callable on a batch of raw (pre-Graham) working-size imag
 indices (default ``arange(B)``); with ``seed`` and the corruption's name they seed the per-sample
 nuisance draws (angles, offsets, colours), never the severity, so an image gets the same draws at
 every severity and its deviation from the clean image grows with severity. ``geom``: the
-:class:`~robustbench_fundus.data.geometry.Geometry` of the clean images (estimated when omitted).
+:class:`~robustbench_fundus.preprocessing.Geometry` of the clean images (estimated when omitted).
 
-The base class enforces the output convention of DESIGN.md section 4 in one place: every
+The base class enforces the output convention of the corruption stage in one place: every
 corrupted sample is ``M * clip(y, 0, 1)`` rounded to 8-bit levels (M the fundus mask of the clean
 image); shape, dtype and device are those of the input; each sample depends only on
 (its pixels, its severity, seed, its sample id), never on the rest of the batch.
@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from ..data.geometry import Geometry, estimate_geometry
+from ..preprocessing.geometry import Geometry, estimate_geometry
 from ..errors import RBFError
 from ..seeding import per_sample_uniform
 
@@ -91,6 +91,31 @@ class Corruption:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family,
                 "severities": f"1-{self.max_severity}", "reference": self.reference}
+
+    #: Third-party package whose code computes the corruption (``"name==version"`` is added to
+    #: the identity), or None for the library's own.
+    package: ClassVar[str | None] = None
+
+    def identity(self) -> dict[str, Any]:
+        """What produced a corrupted image, for results to carry: ``name``, ``config`` (the
+        class and every config field, per-severity tuples as lists, plus the third-party
+        package and its version when there is one) and ``config_hash`` (the first 12 hex
+        digits of the sha256 of the canonical JSON of name and config)."""
+        import hashlib
+        import json
+        cfg: dict[str, Any] = {"class": type(self).__qualname__}
+        if dataclasses.is_dataclass(self.config):
+            cfg.update(_jsonable(dataclasses.asdict(self.config)))
+        if self.package:
+            from importlib import metadata
+            try:
+                cfg["package"] = f"{self.package}=={metadata.version(self.package)}"
+            except metadata.PackageNotFoundError:
+                cfg["package"] = f"{self.package} (not installed)"
+        text = json.dumps({"name": self.name, "config": cfg}, sort_keys=True,
+                          separators=(",", ":"), default=str)
+        return {"name": self.name, "config": cfg,
+                "config_hash": hashlib.sha256(text.encode()).hexdigest()[:12]}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, config={self.config!r})"
@@ -181,6 +206,16 @@ class Corruption:
         """Look up a per-severity tuple at each sample's severity: (b,) tensor."""
         table = torch.as_tensor(values, dtype=dtype, device=severity.device)
         return table[severity - 1]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return v
+    return repr(v)
 
 
 def per_severity(default: tuple, help: str = "") -> Any:

@@ -1,4 +1,4 @@
-"""The four fundus acquisition corruptions (DESIGN.md section 4), batched in torch.
+"""The four fundus acquisition corruptions (docs/corruptions.md), batched in torch.
 
 All spatial parameters are fractions of the fundus radius R (from the clean image's geometry),
 so a corruption looks the same at any working size. Nuisance values (halo offset and colour,
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..data.geometry import Geometry
 from .base import Corruption, fixed, per_severity
 
 __all__ = ["LightLeakage", "MotionBlur", "UnderExposure", "OverExposure",

@@ -11,34 +11,55 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data.geometry import crop_resize, estimate_geometry
-from ..data.graham import graham
 from ..data.io import is_image_name, load_image
 from ..errors import DataError, RBFError
+from ..preprocessing import Preprocessing
 
 __all__ = ["severity_grid", "save_grid", "corrupt_files"]
 
 
+#: The stage the grids and copies crop with (the library's default crop; the enhancement is
+#: chosen per call, see ``severity_grid(preprocessed=...)``).
+_STAGE = Preprocessing()
+
+
 def _working(img_u8: torch.Tensor, size: int | None) -> torch.Tensor:
-    """(1,3,H,W) float [0,1] at 8-bit levels: the image itself, or its disc crop at ``size``."""
+    """(1,3,H,W) float [0,1] at 8-bit levels: the image itself, or its disc crop at ``size``
+    (the preprocessing stage's working crop, as the crop cache stores it)."""
     x = img_u8.float().unsqueeze(0) / 255.0
     if size is not None:
-        x = crop_resize(x, estimate_geometry(x), int(size))
+        x = _STAGE.working_crop(x, int(size))
         x = torch.round(x * 255.0) / 255.0
     return x
 
 
+def _grid_stage(preprocessed: bool | str | Preprocessing) -> Preprocessing | None:
+    if preprocessed is False or preprocessed is None:
+        return None
+    if preprocessed is True:
+        return _STAGE
+    if isinstance(preprocessed, Preprocessing):
+        return preprocessed
+    return Preprocessing(preprocessed, source="caller")
+
+
 def severity_grid(image: torch.Tensor, names: Sequence[str] | None = None,
                   severities: Sequence[int] = (0, 1, 2, 3, 4), size: int | None = 256,
-                  preprocessed: bool = False, seed: int = 0) -> torch.Tensor:
+                  preprocessed: bool | str | Preprocessing = False,
+                  seed: int = 0) -> torch.Tensor:
     """(rows, cols, 3, S, S) float tensor: ``image`` (uint8 (3,H,W) or float (3,H,W)) at each
-    corruption x severity, optionally Graham-preprocessed with the clean image's geometry."""
+    corruption x severity, optionally as model input: ``preprocessed=True`` applies the
+    library's default preprocessing (Graham), a name (``"graham"``, ``"none"``) or a
+    :class:`~robustbench_fundus.preprocessing.Preprocessing` that one, through
+    :meth:`~robustbench_fundus.preprocessing.Preprocessing.model_input` with the clean
+    image's geometry."""
     from . import FUNDUS_CORRUPTIONS, get_corruption
 
     names = list(names or FUNDUS_CORRUPTIONS)
+    stage = _grid_stage(preprocessed)
     img = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().byte()
     x = _working(img, size)
-    geom = estimate_geometry(x)
+    geom = _STAGE.geometry(x)
     rows = []
     for n in names:
         c = get_corruption(n)
@@ -48,8 +69,8 @@ def severity_grid(image: torch.Tensor, names: Sequence[str] | None = None,
                         geom.radius.expand(len(sev)))
         # one sample id for all columns: the same nuisance draws at every severity
         y = c(xb, sev, seed=seed, sample_ids=torch.zeros(len(sev), dtype=torch.long), geom=gb)
-        if preprocessed:
-            y = graham(y, gb)
+        if stage is not None:
+            y = stage.model_input(y, gb)
         rows.append(y)
     return torch.stack(rows)
 
@@ -146,7 +167,7 @@ def corrupt_files(path: str | os.PathLike, out: str | os.PathLike, names: Sequen
             print(f"rbf: warning: skipped {exc}", file=sys.stderr)
             continue
         x = _working(img, size)
-        geom = estimate_geometry(x)
+        geom = _STAGE.geometry(x)
         ids = torch.tensor([index[p]])
         for c in corrs:
             y = c(x, severity, seed=seed, sample_ids=ids, geom=geom)[0]

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from ..errors import RBFError
-from ..seeding import derive_seed
 from .base import Corruption, fixed
 
 __all__ = ["IMAGENET_C_CORRUPTIONS", "ImageNetCConfig", "ImageNetCCorruption", "PREFIX"]
@@ -52,6 +51,7 @@ class ImageNetCCorruption(Corruption):
     reference = ("Hendrycks & Dietterich, ImageNet-C (ICLR 2019), via imagecorruptions-imaug "
                  "(per image, NumPy)")
     Config = ImageNetCConfig
+    package = "imagecorruptions-imaug"
 
     def __init__(self, config: ImageNetCConfig | None = None, **overrides):
         super().__init__(config, **overrides)

@@ -1,11 +1,15 @@
 """Data stage: readers for common fundus data-set layouts, subject-grouped stratified splits,
-fundus geometry, working-size crops (cached), Graham preprocessing and the synthetic generator.
+working-size crops (cached) and the synthetic generator.
 
 Flow: ``read_records(root)`` -> ``split_records(records)`` -> ``FundusDataset(records, size)``
--> ``make_loader(...)`` -> batches of uint8 crops -> (corruptions) -> ``graham(x)``.
+-> ``make_loader(...)`` -> batches of uint8 crops -> (corruptions) ->
+``Preprocessing.model_input`` (:mod:`robustbench_fundus.preprocessing`). Geometry, crop and
+Graham live in :mod:`robustbench_fundus.preprocessing`; they are re-exported here unchanged.
 """
 from .cache import default_cache_dir, load_working, working_crop
 from .dataset import FundusDataset, FundusLoader, collate, dataset_fingerprint, make_loader
+# through the re-export modules, so ``data.graham`` (the submodule) is loaded here and the
+# package attribute ``graham`` stays the function whatever is imported later
 from .geometry import Geometry, crop_resize, estimate_geometry
 from .graham import graham
 from .io import IMAGE_EXTENSIONS, check_image, decode_bytes, load_image

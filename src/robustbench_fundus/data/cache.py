@@ -1,8 +1,9 @@
 """Working-size crops, decoded once and cached on disk.
 
-``load_working(path, size)`` = decode -> :func:`estimate_geometry` -> :func:`crop_resize` to
-``size x size`` -> ``uint8 (3,S,S)``. The result is stored as an 8-bit RGB PNG (fast
-compression level 1: about 250 KB for a 512 px crop, a third of raw ``.npy``, decoded in a few
+``load_working(path, size)`` = decode ->
+:meth:`~robustbench_fundus.preprocessing.Preprocessing.working_crop` (fundus geometry, square crop
+around the disc, resize to ``size x size``) -> ``uint8 (3,S,S)``. The result is stored as an
+8-bit RGB PNG (fast compression level 1: about 250 KB for a 512 px crop, a third of raw ``.npy``, decoded in a few
 ms) under ``<cache_dir>/v<N>/<size>/<aa>/<content hash>.png``, keyed by a hash of the file's
 bytes (so a renamed or copied file hits, an edited one misses) plus the size and crop margin. Files are
 written to a temporary name in the same folder and moved into place with :func:`os.replace`, so
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .geometry import crop_resize, estimate_geometry
+from ..preprocessing import Preprocessing
 from .io import decode_bytes, read_bytes
 
 # Bump when decode/geometry/crop change so stale entries are not reused.
@@ -60,10 +61,9 @@ def cache_path(root: Path, key: str, size: int) -> Path:
 
 
 def working_crop(img: torch.Tensor, size: int, margin: float = 1.0) -> torch.Tensor:
-    """uint8 (3,H,W) photograph -> uint8 (3,S,S) crop around the fundus disc."""
-    x = img.unsqueeze(0).float().div_(255.0)
-    geom = estimate_geometry(x)
-    out = crop_resize(x, geom, size, margin=margin)[0]
+    """uint8 (3,H,W) photograph -> uint8 (3,S,S) crop around the fundus disc (the preprocessing
+    stage's :meth:`~robustbench_fundus.preprocessing.Preprocessing.working_crop`, at 8 bits)."""
+    out = Preprocessing(margin=margin).working_crop(img, int(size))[0]
     return out.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 

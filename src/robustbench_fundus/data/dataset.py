@@ -60,6 +60,14 @@ class FundusDataset(Dataset):
     def ids(self) -> list[str]:
         return [r.image_id for r in self.records]
 
+    def fingerprint(self, indices: Sequence[int] | None = None) -> str:
+        """:func:`dataset_fingerprint` of the records at ``indices`` (default all), with the
+        working size and crop margin: two sets with equal fingerprints give equal crops."""
+        recs = self.records if indices is None else [self.records[int(i)] for i in indices]
+        h = hashlib.blake2b(digest_size=8)
+        h.update(f"{dataset_fingerprint(recs)}\x1f{self.size}\x1f{self.margin}".encode())
+        return h.hexdigest()
+
 
 def collate(items: list[dict]) -> dict:
     """Stack good items; bad ones go to ``skipped`` as (path, reason)."""

@@ -35,13 +35,13 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from ..errors import DataError
+from ..grades import GRADES
 from .io import IMAGE_EXTENSIONS, check_image, is_image_name
 
 LAYOUTS = ("fundus-real", "eyepacs", "aptos", "manifest", "folders")
-GRADES = (0, 1, 2, 3, 4)
 
 _EYE_RE = re.compile(r"^(?P<subject>.+)_(left|right)$", re.IGNORECASE)
 

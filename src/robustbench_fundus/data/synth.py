@@ -61,7 +61,7 @@ from ..seeding import derive_seed, torch_generator
 
 __all__ = [
     "EYEPACS_PRIOR", "SynthBatch", "make_synthetic", "synthetic_grades", "SyntheticDataset",
-    "write_synthetic", "synthetic_id",
+    "write_synthetic", "synthetic_id", "parse_synthetic_spec",
 ]
 
 _RAW_PRIOR = (0.73, 0.07, 0.15, 0.025, 0.025)
@@ -70,6 +70,31 @@ EYEPACS_PRIOR: tuple[float, ...] = tuple(p / sum(_RAW_PRIOR) for p in _RAW_PRIOR
 
 _DEG = math.pi / 180.0
 MIN_SIZE = 16
+
+
+def parse_synthetic_spec(spec: object, *, what: str = "--data",
+                         default_n: int | None = None) -> int | None:
+    """The one reader of the ``synthetic`` / ``synthetic:N`` data spelling (bench and train).
+
+    ``"synthetic"`` -> ``default_n``; ``"synthetic:N"`` -> N (an integer >= 1); anything else
+    (a folder, a dataset, tensors) -> None, meaning "not synthetic". A malformed ``synthetic:...``
+    is a one-line error naming ``what``."""
+    if not isinstance(spec, str):
+        return None
+    text = spec.strip()
+    if text.lower() == "synthetic":
+        return default_n
+    if not text.lower().startswith("synthetic:"):
+        return None
+    tail = text.split(":", 1)[1].strip()
+    try:
+        n = int(tail)
+    except ValueError:
+        raise RBFError(f"{what} {spec}: write synthetic:N with N a whole number of images, "
+                       "e.g. synthetic:64") from None
+    if n < 1:
+        raise RBFError(f"{what} {spec}: N must be at least 1 image, e.g. synthetic:64")
+    return n
 
 
 def synthetic_id(index: int) -> str:
@@ -741,6 +766,16 @@ class SyntheticDataset(Dataset):
     @property
     def ids(self) -> list[str]:
         return [synthetic_id(self.start + i) for i in range(self.n)]
+
+    def fingerprint(self, indices: Sequence[int] | None = None) -> str:
+        """A short hash of what the images are: generator seed, size, prior, first index and
+        grades (of ``indices``, default all): two sets with equal fingerprints render equal."""
+        from ..seeding import derive_seed as _ds
+        idx = list(range(self.n)) if indices is None else [int(i) for i in indices]
+        g = self._grades.tolist()
+        return "%016x" % _ds("synthetic", self.seed, self.size, tuple(round(p, 12) for p in
+                                                                   self.prior), self.start,
+                              tuple(idx), tuple(g[i] for i in idx))
 
     def __len__(self) -> int:
         return self.n

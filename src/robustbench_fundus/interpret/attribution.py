@@ -111,7 +111,7 @@ def make_baseline(x: torch.Tensor, baseline: BaselineSpec = "black", *, seed: in
     if name in ("grey", "gray"):
         return torch.full_like(x, 0.5)
     if name == "blur":
-        from ..data.graham import gaussian_blur
+        from ..preprocessing.graham import gaussian_blur
         try:
             frac = float(arg) if arg else BLUR_SIGMA_FRACTION
         except ValueError:

@@ -1,15 +1,19 @@
 """Side-by-side saliency figures: the photograph, then each model's attribution as an overlay.
 
 :func:`prepare_image` takes a photograph (path or tensor) through the same flow as the benchmark
-(decode -> fundus geometry -> square crop at the model's input size -> Graham when the model's
-``preprocessing`` is ``"graham"``); :func:`saliency_figure` attributes each model's prediction (or
-a given grade) with :func:`~robustbench_fundus.interpret.attribute` and renders the panels with
+(decode -> :meth:`~robustbench_fundus.preprocessing.Preprocessing.working_crop` at the model's
+input size -> :meth:`~robustbench_fundus.preprocessing.Preprocessing.model_input`: Graham or none,
+the fundus mask), each model's preprocessing resolved by
+:func:`~robustbench_fundus.preprocessing.resolve_preprocessing` (a bare ``nn.Module`` gets the
+library default, as in the benchmark and in training); :func:`saliency_figure` attributes each
+model's prediction (or a given grade) with :func:`~robustbench_fundus.interpret.attribute` and renders the panels with
 :func:`render_panels`. Heat maps show the positive channel-summed attribution, scaled per panel
 to its 99.5th percentile (so panels compare *where* each model looks, not raw magnitudes, which
 differ between models) over a grey copy of the cropped photograph.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,14 +23,17 @@ import torch
 from torch import nn
 
 from ..errors import RBFError
+from ..preprocessing import DEFAULT_ENHANCEMENT, Preprocessing, resolve_preprocessing
 from .attribution import (BaselineSpec, TargetSpec, attribute, model_device, predict_logits,
                           resolve_target)
 
 
 @dataclass
 class PreparedImage:
-    """One photograph ready for a model: ``photo`` is the cropped photograph (1,3,S,S) in [0,1]
-    before preprocessing (for display), ``x`` the model input, ``mask`` the fundus disc (1,1,S,S)."""
+    """One photograph ready for a model: ``photo`` is the working crop (1,3,S,S) in [0,1]
+    before enhancement, black outside the fundus mask (for display; the input of a ``"none"``
+    model), ``x`` the model input, ``mask`` the fundus disc (1,1,S,S); ``meta["preprocessing"]``
+    is the stage's :meth:`~robustbench_fundus.preprocessing.Preprocessing.to_dict`."""
 
     photo: torch.Tensor
     x: torch.Tensor
@@ -46,11 +53,19 @@ def _input_size(model: nn.Module, size: int | None) -> int:
 
 
 def prepare_image(image: str | Path | torch.Tensor, size: int,
-                  preprocessing: str = "graham") -> PreparedImage:
-    """Photograph (path, or uint8/float (3,H,W)/(1,3,H,W) tensor) -> :class:`PreparedImage`."""
-    from ..data.geometry import crop_resize, estimate_geometry
-    from ..data.graham import graham
+                  preprocessing: str | Preprocessing = DEFAULT_ENHANCEMENT) -> PreparedImage:
+    """Photograph (path, or uint8/float (3,H,W)/(1,3,H,W) tensor) -> :class:`PreparedImage`.
 
+    ``preprocessing``: ``"graham"``, ``"none"`` or a
+    :class:`~robustbench_fundus.preprocessing.Preprocessing` (e.g.
+    ``resolve_preprocessing(model)``); the crop is ``size x size``."""
+    if isinstance(preprocessing, Preprocessing):
+        stage = preprocessing
+    elif isinstance(preprocessing, str):
+        stage = Preprocessing(preprocessing, source="caller")
+    else:
+        raise RBFError(f"preprocessing {preprocessing!r}: give 'graham', 'none' or a "
+                       "Preprocessing (e.g. resolve_preprocessing(model))")
     source = ""
     if isinstance(image, (str, Path)):
         from ..data.io import load_image
@@ -58,22 +73,13 @@ def prepare_image(image: str | Path | torch.Tensor, size: int,
         img = load_image(image)
     else:
         img = image
-    if img.dim() == 3:
-        img = img.unsqueeze(0)
-    if img.dim() != 4 or img.shape[1] != 3:
-        raise RBFError(f"image must be RGB (3,H,W), got shape {tuple(img.shape)}")
-    x = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()
-    geom = estimate_geometry(x)
-    crop = crop_resize(x, geom, size)
-    cgeom = estimate_geometry(crop)
-    pre = str(preprocessing or "none").lower()
-    if pre == "graham":
-        xin = graham(crop, cgeom)
-    elif pre in ("none", "raw", ""):
-        xin = crop
-    else:
-        raise RBFError(f"unknown preprocessing {preprocessing!r} (model expects 'graham' or 'none')")
-    return PreparedImage(crop, xin, cgeom.mask, pre, source)
+    crop = stage.working_crop(img, int(size))
+    geom = stage.geometry(crop)
+    xin = stage.model_input(crop, geom)
+    # the display photo: the same crop, masked as a "none" model sees it, at the crop's size
+    photo = dataclasses.replace(stage, enhancement="none", input_size=None).model_input(crop, geom)
+    return PreparedImage(photo, xin, geom.mask, stage.enhancement, source,
+                         {"preprocessing": stage.to_dict()})
 
 
 def _to_hwc(t: torch.Tensor) -> np.ndarray:
@@ -160,7 +166,9 @@ def saliency_figure(models: Sequence[tuple[str, nn.Module]], image: str | Path |
         if s != S:
             raise RBFError(f"model {label!r} takes {s} px input but {models[0][0]!r} takes {S} px; "
                            "pass --size to compare at one size")
-        pre = str(getattr(model, "preprocessing", "graham"))
+        # the model's own preprocessing (the one resolver the benchmark and training use), at
+        # the figure's input size S x S
+        pre = dataclasses.replace(resolve_preprocessing(model), input_size=(S, S))
         if pre not in prepared:
             prepared[pre] = prepare_image(image, S, pre)
         p = prepared[pre]
@@ -182,8 +190,8 @@ def saliency_figure(models: Sequence[tuple[str, nn.Module]], image: str | Path |
     first = next(iter(prepared.values()))
     if show_input:
         for pre, p in prepared.items():
-            if pre != "none":
-                extra.append((f"model input ({pre})", p.x[0]))
+            if pre.enhancement != "none":
+                extra.append((f"model input ({pre.enhancement})", p.x[0]))
     bname = baseline if isinstance(baseline, str) else "custom"
     desc = {"ig": f"integrated gradients, {steps} steps, {bname} baseline",
             "grad": "input gradient", "input_x_grad": "gradient x input"}.get(method, method)

@@ -36,13 +36,15 @@ DEFAULT_POINTS = 21  # 0%, 5%, ..., 100%
 def crop_masks(masks: torch.Tensor, geom, size: int, margin: float = 1.0,
                threshold: float = 0.5) -> torch.Tensor:
     """Crop and resize (B,1,H,W) masks (e.g. synthetic lesion masks at photo size) exactly like
-    :func:`~robustbench_fundus.data.geometry.crop_resize` crops the photographs with ``geom``;
-    returns bool (B,1,size,size) (pixels at least ``threshold`` covered)."""
-    from ..data.geometry import crop_resize
+    :meth:`~robustbench_fundus.preprocessing.Preprocessing.working_crop` crops the photographs
+    with ``geom`` (their geometry); returns bool (B,1,size,size) (pixels at least ``threshold``
+    covered)."""
+    from ..preprocessing import Preprocessing
     m = masks.float()
     if m.dim() == 3:
         m = m.unsqueeze(1)
-    out = crop_resize(m.expand(-1, 3, -1, -1), geom, size, margin)[:, :1]
+    out = Preprocessing(margin=margin).working_crop(m.expand(-1, 3, -1, -1), int(size),
+                                                    geom=geom)[:, :1]
     return out >= threshold
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-NUM_CLASSES = 5
+from ..grades import NUM_GRADES as NUM_CLASSES
 
 __all__ = [
     "confusion_matrix", "accuracy_score", "balanced_accuracy_score", "cohen_kappa_quadratic",
@@ -149,7 +149,11 @@ def eps_at_success(eps: Sequence[float], success: Sequence[float], level: float 
 def area_under_success_curve(eps: Sequence[float], success: Sequence[float],
                              eps_max: float | None = None) -> float:
     """Normalised area under success rate against eps, by the trapezoid rule from (0, 0) to the
-    largest eps (or ``eps_max``), divided by that range: 0 = never fooled, 1 = fooled at once."""
+    largest eps (or ``eps_max``), divided by that range: 0 = never fooled, 1 = fooled at once.
+
+    With ``eps_max`` inside the measured range the curve is cut there, the success rate at
+    ``eps_max`` linearly interpolated between the two measured eps that bracket it; beyond the
+    largest measured eps the last measured rate is carried on flat."""
     pts = sorted(zip((float(e) for e in eps), (float(s) for s in success)))
     if not pts:
         return float("nan")
@@ -158,7 +162,8 @@ def area_under_success_curve(eps: Sequence[float], success: Sequence[float],
     top = float(eps_max) if eps_max is not None else float(xs[-1])
     if top <= 0:
         return float("nan")
-    if top > xs[-1]:  # flat continuation of the last measured success rate
-        xs, ys = np.append(xs, top), np.append(ys, ys[-1])
-    keep = xs <= top
-    return float(np.trapezoid(ys[keep], xs[keep]) / top)
+    y_top = float(np.interp(top, xs, ys))  # flat beyond the last point (np.interp's rule)
+    keep = xs < top
+    xs = np.append(xs[keep], top)
+    ys = np.append(ys[keep], y_top)
+    return float(np.trapezoid(ys, xs) / top)

@@ -1,7 +1,8 @@
 """Architecture registry: timm-backed reference architectures plus custom ones.
 
 Each registry entry is a :class:`ModelSpec` (a typed config: builder, default input size,
-mean/std, classifier key). Custom architectures register with :func:`register_model` (a
+mean/std, classifier key, the preprocessing its models are declared with, ``"graham"`` unless
+registered otherwise). Custom architectures register with :func:`register_model` (a
 decorator on a factory ``fn(num_classes=5, **kw) -> nn.Module``) or through the
 ``robustbench_fundus.models`` entry-point group; a plain factory registered with
 ``REGISTRY.register(fn, input_size=..., mean=..., std=...)`` works too. Any other timm model
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import RBFError
+from ..preprocessing.stage import DEFAULT_ENHANCEMENT, enhancement_name
 from ..registry import Registry
 from .wrapper import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, NUM_CLASSES,
                       FundusClassifier)
@@ -39,6 +41,14 @@ class ModelSpec:
     description: str = ""
     source: str = "builtin"
     info: dict[str, Any] = field(default_factory=dict)
+    #: the preprocessing models of this architecture declare (``"graham"`` or ``"none"``); what
+    #: :func:`create_model` gives the FundusClassifier unless the caller passes ``preprocessing=``
+    preprocessing: str = DEFAULT_ENHANCEMENT
+
+    def __post_init__(self) -> None:
+        # validated (one-line RBFError) and normalised through the preprocessing stage
+        object.__setattr__(self, "preprocessing",
+                           enhancement_name(self.preprocessing, f"{self.name}: preprocessing"))
 
     def build(self, num_classes: int = NUM_CLASSES, **kw: Any) -> nn.Module:
         return self.builder(num_classes=num_classes, **kw)
@@ -46,15 +56,20 @@ class ModelSpec:
 
 def register_model(name: str | None = None, *, input_size: tuple[int, int] | int = (224, 224),
                    mean=IMAGENET_MEAN, std=IMAGENET_STD, classifier: str | None = None,
-                   description: str = "", override: bool = False, **info: Any):
-    """Decorator registering a backbone factory ``fn(num_classes=5, **kw) -> nn.Module``."""
+                   description: str = "", override: bool = False,
+                   preprocessing: str = DEFAULT_ENHANCEMENT, **info: Any):
+    """Decorator registering a backbone factory ``fn(num_classes=5, **kw) -> nn.Module``.
+
+    ``preprocessing``: the preprocessing the architecture's models declare (``"graham"`` or
+    ``"none"``; see :mod:`robustbench_fundus.preprocessing`)."""
+    pre = enhancement_name(preprocessing, "preprocessing")  # fail here, not later
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or fn.__name__
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
         spec = ModelSpec(key, fn, (int(size[0]), int(size[1])), tuple(mean), tuple(std),
-                         classifier, doc, REGISTRY._current_source, dict(info))
+                         classifier, doc, REGISTRY._current_source, dict(info), pre)
         REGISTRY.register(spec, name=key, override=override, **info)
         return fn
 
@@ -117,10 +132,11 @@ def _spec_from_entry(name: str) -> ModelSpec:
         info = dict(entry.info)
         size = info.pop("input_size", (224, 224))
         size = (size, size) if isinstance(size, int) else tuple(size)
+        pre = info.pop("preprocessing", DEFAULT_ENHANCEMENT)
         return ModelSpec(name, obj, (int(size[0]), int(size[1])),
                          tuple(info.pop("mean", IMAGENET_MEAN)), tuple(info.pop("std", IMAGENET_STD)),
                          info.pop("classifier", None), str(info.pop("description", "")),
-                         entry.source, info)
+                         entry.source, info, pre)
     raise RBFError(f"model {name!r} is registered as {type(obj).__name__}, which is neither a "
                    "ModelSpec nor a factory")
 
@@ -166,15 +182,17 @@ def get_spec(arch: str) -> ModelSpec:
 def create_model(arch: str, num_classes: int = NUM_CLASSES, **kw: Any) -> FundusClassifier:
     """Build ``arch`` (random init unless ``pretrained=True``) wrapped in a FundusClassifier.
 
-    Wrapper keywords: ``input_size``, ``mean``, ``std``, ``label_names``, ``preprocessing``,
-    ``meta``; every other keyword goes to the architecture's builder (e.g. ``drop_rate``)."""
+    Wrapper keywords: ``input_size``, ``mean``, ``std``, ``label_names``, ``preprocessing``
+    (default: the spec's), ``meta``; every other keyword goes to the architecture's builder
+    (e.g. ``drop_rate``)."""
     spec = get_spec(arch)
     wrap = {k: kw.pop(k) for k in ("input_size", "mean", "std", "label_names", "preprocessing",
                                    "meta") if k in kw}
     backbone = spec.build(num_classes=num_classes, **kw)
     return FundusClassifier(backbone, arch=spec.name, num_classes=num_classes,
                             input_size=wrap.pop("input_size", spec.input_size),
-                            mean=wrap.pop("mean", spec.mean), std=wrap.pop("std", spec.std), **wrap)
+                            mean=wrap.pop("mean", spec.mean), std=wrap.pop("std", spec.std),
+                            preprocessing=wrap.pop("preprocessing", spec.preprocessing), **wrap)
 
 
 @functools.lru_cache(maxsize=64)
@@ -199,8 +217,9 @@ def classifier_key(arch: str) -> str | None:
     return None
 
 
-def describe(pattern: str = "*") -> list[dict[str, Any]]:
-    """Rows for ``rbf list models``: registered architectures (timm pass-through not listed)."""
+def describe(pattern: str = "*", full: bool = False) -> list[dict[str, Any]]:
+    """Rows for ``rbf list models``: registered architectures (timm pass-through not listed);
+    ``full`` (``--json``) adds mean, std and the declared preprocessing."""
     rows = []
     for name in REGISTRY.names(pattern):
         spec = _spec_from_entry(name)
@@ -209,9 +228,12 @@ def describe(pattern: str = "*") -> list[dict[str, Any]]:
                          if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
         except Exception:  # a plugin that cannot build on the meta device
             params = None
-        rows.append({"name": name, "input_size": f"{spec.input_size[0]}x{spec.input_size[1]}",
-                     "params_m": round(params / 1e6, 3) if params is not None else None,
-                     "mean": list(spec.mean), "std": list(spec.std),
-                     "classifier": spec.classifier or "", "source": spec.source,
-                     "description": spec.description})
+        row = {"name": name, "input_size": f"{spec.input_size[0]}x{spec.input_size[1]}",
+               "params_m": round(params / 1e6, 3) if params is not None else None}
+        if full:
+            row.update(mean=list(spec.mean), std=list(spec.std),
+                       preprocessing=spec.preprocessing)
+        row.update(classifier=spec.classifier or "", source=spec.source,
+                   description=spec.description)
+        rows.append(row)
     return rows

@@ -540,7 +540,7 @@ def inspect_checkpoint(path: str | os.PathLike, arch: str | None = None,
     A missing file or a file that is not a checkpoint raises; a checkpoint that is unsafe or does
     not fit its architecture is reported (``loads: False`` with ``error``)."""
     path = Path(path)
-    kind = _sniff(path)  # raises on missing / not-a-checkpoint
+    _sniff(path)  # raises on missing / not-a-checkpoint
     info: dict[str, Any] = {"path": str(path), "format": None, "format_label": None,
                             "arch": None, "arch_source": None, "num_classes": None,
                             "num_params": None, "input_size": None, "mean": None, "std": None,
@@ -577,7 +577,7 @@ def inspect_checkpoint(path: str | os.PathLike, arch: str | None = None,
         info["input_size"] = list(m.get("input_size") or spec.input_size)
         info["mean"] = list(m.get("mean") or raw.wrapper.get("mean") or spec.mean)
         info["std"] = list(m.get("std") or raw.wrapper.get("std") or spec.std)
-        info["preprocessing"] = m.get("preprocessing", "graham")
+        info["preprocessing"] = m.get("preprocessing", spec.preprocessing)
     try:
         check_finite(raw.state_dict, path)
         if name is None:

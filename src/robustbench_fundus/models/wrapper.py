@@ -1,6 +1,6 @@
 """The classifier wrapper: the one place where normalisation happens.
 
-Every stage hands the model float32 RGB in [0, 1], shape (B, 3, H, W) (DESIGN.md section 2).
+Every stage hands the model float32 RGB in [0, 1], shape (B, 3, H, W) (the flow of an image; see docs/architecture.md).
 :class:`FundusClassifier` subtracts the mean and divides by the std *inside* ``forward`` and then
 runs the backbone, so attacks and corruptions never see a normalised tensor and a checkpoint
 carries its own normalisation constants.
@@ -17,9 +17,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
 
-#: DR grades 0-4 (International Clinical DR severity scale).
-GRADE_NAMES = ("no_dr", "mild", "moderate", "severe", "proliferative")
-NUM_CLASSES = 5
+from ..grades import GRADE_NAMES, NUM_GRADES
+from ..preprocessing.stage import DEFAULT_ENHANCEMENT
+
+#: Outputs of a five-grade classification head (DR grades 0-4, the ICDR scale).
+NUM_CLASSES = NUM_GRADES
 
 
 class FundusClassifier(nn.Module):
@@ -36,7 +38,8 @@ class FundusClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, *, arch: str, num_classes: int = NUM_CLASSES,
                  input_size: Sequence[int] | int = (224, 224),
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 label_names: Sequence[str] | None = None, preprocessing: str = "graham",
+                 label_names: Sequence[str] | None = None,
+                 preprocessing: str = DEFAULT_ENHANCEMENT,
                  meta: dict[str, Any] | None = None):
         super().__init__()
         if isinstance(input_size, int):

@@ -9,10 +9,9 @@ a batch goes through), :mod:`.augment` (seeded batched augmentation) and :mod:`.
 demo model).
 """
 from .augment import AugmentConfig, augment_batch
-from .config import RECIPES, TrainConfig, parse_eps, parse_severities
+from .config import RECIPES, TrainConfig
 from .demo import DEMO_COMMAND, demo_model_path
 from .loop import TrainResult, last_path, load_train_state, train
 
-__all__ = ["AugmentConfig", "augment_batch", "RECIPES", "TrainConfig", "parse_eps",
-           "parse_severities", "TrainResult", "last_path", "load_train_state", "train",
-           "DEMO_COMMAND", "demo_model_path"]
+__all__ = ["AugmentConfig", "augment_batch", "RECIPES", "TrainConfig", "TrainResult",
+           "last_path", "load_train_state", "train", "DEMO_COMMAND", "demo_model_path"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import RBFError
 
 _EPILOG = """examples:
   rbf train --data synthetic:2000 --arch tiny_cnn --size 128 --epochs 8 --out demo.safetensors
@@ -86,13 +85,13 @@ def register(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace):
     from .augment import AugmentConfig
-    from .config import TrainConfig, parse_eps, parse_severities
+    from .config import TrainConfig
 
     return TrainConfig(
         arch=args.arch, data=args.data, labels=args.labels, recipe=args.recipe,
-        severities=parse_severities(args.severities),
+        severities=args.severities,
         corruptions=tuple(args.corruptions) if args.corruptions else None,
-        corruption_prob=args.corruption_prob, eps=parse_eps(args.eps), steps=args.steps,
+        corruption_prob=args.corruption_prob, eps=args.eps, steps=args.steps,
         adv_weight=args.adv_weight, epochs=args.epochs, size=args.size,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         balance=args.balance, val_fraction=args.val_fraction,

@@ -1,7 +1,6 @@
 """The training configuration (one typed dataclass) and the parsers for its CLI spellings."""
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -19,7 +18,9 @@ class TrainConfig:
     ``data``: a data-set folder (any layout ``rbf`` reads) or ``"synthetic"`` /
     ``"synthetic:N"`` (N generated images for training, plus a held-out synthetic validation
     set of ``val_fraction`` x N from another seed). ``size`` defaults to the architecture's
-    input size. ``eps`` is in [0, 1] pixel units (2.5/255 by default, the reference's).
+    input size. ``eps`` is in [0, 1] pixel units (2.5/255 by default, the reference's); it and
+    ``severities`` may be given in their CLI spellings (``"2.5/255"``, ``"1-4"``), read by the
+    attack and corruption stages' parsers.
     """
 
     arch: str = "tiny_cnn"
@@ -68,12 +69,22 @@ class TrainConfig:
             raise RBFError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0.0 <= self.adv_weight <= 1.0:
             raise RBFError(f"--adv-weight must be in [0, 1], got {self.adv_weight}")
+        if isinstance(self.eps, str):  # the CLI spelling, read by the attack stage's parser
+            from ..attacks import parse_eps
+            vals = parse_eps(self.eps, what="--eps")
+            if len(vals) != 1:
+                raise RBFError(f"--eps: training uses one radius, got {self.eps!r}; write e.g. "
+                               "2.5/255")
+            self.eps = vals[0]
         if not 0.0 <= self.eps <= 1.0:
             raise RBFError(f"--eps must be in [0, 1] (pixel units; write 2.5/255), got {self.eps}")
         if self.steps < 1:
             raise RBFError(f"--steps must be at least 1, got {self.steps}")
         if not 0.0 < self.val_fraction < 1.0:
             raise RBFError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if isinstance(self.severities, (str, int)):  # read by the corruption stage's parser
+            from ..corruptions import parse_severities
+            self.severities = parse_severities(self.severities, max_severity=4)
         self.severities = tuple(int(s) for s in self.severities)
         if not self.severities or any(s < 1 or s > 4 for s in self.severities):
             raise RBFError(f"--severities must be within 1-4, got {list(self.severities)}")
@@ -103,31 +114,15 @@ class TrainConfig:
                          "device", "max_steps", "epochs")
 
 
-def parse_eps(text: str | float) -> float:
-    """``"2.5/255"``, ``"0.01"`` or a float -> one float in (0, 1] (the training radius)."""
-    from ..attacks.base import parse_eps as _parse_eps
-    vals = _parse_eps(text, what="--eps")
-    if len(vals) != 1:
-        raise RBFError(f"--eps: training uses one radius, got {text!r}; write e.g. 2.5/255")
-    return vals[0]
-
-
-def parse_severities(text: str | int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """``"1-4"`` -> (1, 2, 3, 4); ``"2"`` -> (2,); ``"1,3"`` -> (1, 3); within 1-4."""
-    from ..corruptions.base import parse_severities as _parse_severities
-    return tuple(_parse_severities(text, max_severity=4))
-
-
 def parse_data_spec(spec: str | None) -> tuple[str, int | None]:
-    """None, "synthetic", "synthetic:N" -> ("synthetic", N or None); else ("dir", None)."""
+    """None, "synthetic", "synthetic:N" -> ("synthetic", N or None); else ("dir", None).
+    ``synthetic:N`` is read by :func:`robustbench_fundus.data.synth.parse_synthetic_spec`."""
+    from ..data.synth import parse_synthetic_spec
     if spec is None or spec == "synthetic":
         return "synthetic", None
-    m = re.fullmatch(r"synthetic:(\d+)", spec)
-    if m:
-        n = int(m.group(1))
-        if n < 2:
-            raise RBFError(f"--data {spec}: need at least 2 synthetic images")
-        return "synthetic", n
-    if spec.startswith("synthetic:"):
-        raise RBFError(f"--data {spec!r}: write synthetic or synthetic:N with N an integer")
-    return "dir", None
+    n = parse_synthetic_spec(spec, what="--data")
+    if n is None:
+        return "dir", None
+    if n < 2:
+        raise RBFError(f"--data {spec}: need at least 2 synthetic images")
+    return "synthetic", n

@@ -10,10 +10,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
+from ..grades import NUM_GRADES
 from ..seeding import derive_seed, torch_generator
 from .config import TrainConfig, parse_data_spec
 
-NUM_CLASSES = 5
 DEFAULT_SYNTHETIC_N = 2000
 
 
@@ -121,11 +121,11 @@ def build_data(cfg: TrainConfig, size: int) -> TrainData:
                      f"(split by subject, seed {cfg.seed}), {size} px")
 
 
-def class_counts(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+def class_counts(labels: torch.Tensor, num_classes: int = NUM_GRADES) -> torch.Tensor:
     return torch.bincount(labels, minlength=num_classes)[:num_classes]
 
 
-def class_weights(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+def class_weights(labels: torch.Tensor, num_classes: int = NUM_GRADES) -> torch.Tensor:
     """Inverse-frequency weights (mean 1 over the classes present; 0 for absent classes)."""
     counts = class_counts(labels, num_classes).double()
     w = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))

@@ -25,16 +25,17 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from .. import __version__
+from ..distributed import Dist
 from ..errors import CheckpointError, RBFError
+from ..grades import NUM_GRADES
 from ..metrics import ClassificationMetrics, confusion_matrix
 from ..seeding import derive_seed
 from .config import TrainConfig
-from .datasets import (NUM_CLASSES, TrainData, build_data, class_counts, class_weights,
-                       epoch_order, make_epoch_loader, shard_order)
+from .datasets import (TrainData, build_data, class_counts, class_weights, epoch_order,
+                       make_epoch_loader, shard_order)
 from .recipes import BatchPipeline
 
 STATE_FORMAT = "robustbench_fundus.train_state"
@@ -58,46 +59,8 @@ class TrainResult:
     data: str = ""
 
 
-# -- distributed ----------------------------------------------------------------------------------
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    initialised_here: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_dist(device_kind: str) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    here = False
-    if not dist.is_initialized():
-        backend = "nccl" if device_kind == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-        here = True
-    return _Dist(rank, world, local, here)
-
-
-def _all_reduce_sum(t: torch.Tensor, d: _Dist) -> torch.Tensor:
-    if d.world > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def _barrier(d: _Dist) -> None:
-    if d.world > 1:
-        dist.barrier()
-
-
 # -- helpers --------------------------------------------------------------------------------------
-def _pick_device(cfg: TrainConfig, d: _Dist) -> torch.device:
+def _pick_device(cfg: TrainConfig, d: Dist) -> torch.device:
     name = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RBFError("--device cuda: no CUDA device is available here; use --device cpu")
@@ -171,21 +134,18 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> Non
 # -- evaluation -----------------------------------------------------------------------------------
 @torch.no_grad()
 def validate(model: torch.nn.Module, pipe: BatchPipeline, loader, device: torch.device,
-             d: _Dist, amp_dtype: torch.dtype | None) -> ClassificationMetrics:
+             d: Dist, amp_dtype: torch.dtype | None) -> ClassificationMetrics:
     """Metrics on the (sharded) validation loader, summed over ranks. Model left in eval mode."""
     model.eval()
-    cm = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
+    cm = torch.zeros(NUM_GRADES, NUM_GRADES, dtype=torch.long)
     for batch in loader:
         x = pipe.inputs(batch["image"], batch["draw"], train=False)
         with _autocast(device, amp_dtype):
             logits = model(x)
         pred = logits.float().argmax(1).cpu()
         cm += torch.as_tensor(confusion_matrix(batch["label"].numpy(), pred.numpy(),
-                                               num_classes=NUM_CLASSES))
-    if d.world > 1:
-        cm = cm.to(device) if dist.get_backend() == "nccl" else cm
-        _all_reduce_sum(cm, d)
-        cm = cm.cpu()
+                                               num_classes=NUM_GRADES))
+    cm = d.sum_(cm)
     return ClassificationMetrics.from_confusion(cm.numpy())
 
 
@@ -206,25 +166,25 @@ def train(cfg: TrainConfig, *, on_epoch_end: Callable[[int, dict[str, Any]], Non
     t0 = time.perf_counter()
     dev_kind = "cuda" if (cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
                           ).startswith("cuda") else "cpu"
-    d = _setup_dist(dev_kind)
+    d = Dist(dev_kind)
     try:
         device = _pick_device(cfg, d)
+        d.use_device(device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         fork_devices = [device.index] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
             return _train(cfg, d, device, t0, on_epoch_end, data)
     finally:
-        if d.initialised_here and dist.is_initialized():
-            dist.destroy_process_group()
+        d.close()
 
 
-def _log(cfg: TrainConfig, d: _Dist, msg: str) -> None:
+def _log(cfg: TrainConfig, d: Dist, msg: str) -> None:
     if d.main and not cfg.quiet:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _train(cfg: TrainConfig, d: _Dist, device: torch.device, t0: float,
+def _train(cfg: TrainConfig, d: Dist, device: torch.device, t0: float,
            on_epoch_end, data: TrainData | None) -> TrainResult:
     from ..models import create_model, get_spec, save_checkpoint
 
@@ -347,10 +307,7 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device, t0: float,
                              f"lr {sched.get_last_lr()[0]:.2e}")
         sums = torch.stack([tot_loss, tot_clean, tot_adv,
                             torch.tensor(float(seen), dtype=torch.float64)])
-        if d.world > 1:
-            sums = sums.to(device) if dist.get_backend() == "nccl" else sums
-            _all_reduce_sum(sums, d)
-            sums = sums.cpu()
+        sums = d.sum_(sums)
         n_seen = max(1.0, float(sums[3]))
         vm = validate(model, pipe, val_loader, device, d, amp_dtype)
         rec = {"epoch": epoch + 1, "steps": step, "train_loss": float(sums[0]) / n_seen,
@@ -370,7 +327,7 @@ def _train(cfg: TrainConfig, d: _Dist, device: torch.device, t0: float,
                                                   best, history))
             _atomic_torch_save(_state(cfg, raw, opt, sched, scaler, epoch + 1, step, best,
                                       history, data, device), state_path)
-        _barrier(d)
+        d.barrier()
         v = rec["val"]
         _log(cfg, d, f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['train_loss']:.4f}  "
                      f"val {_fmt_metrics(v)}{'  *best*' if improved else ''}  "
@@ -397,7 +354,7 @@ def _fmt_metrics(m: dict[str, Any]) -> str:
     return f"acc {f(m['accuracy'])} bal {f(m['balanced_accuracy'])} kappa {f(m['kappa'])}"
 
 
-def _meta(cfg: TrainConfig, data: TrainData, size: int, device: torch.device, d: _Dist,
+def _meta(cfg: TrainConfig, data: TrainData, size: int, device: torch.device, d: Dist,
           epochs_done: int, step: int, best: dict[str, Any], history: list[dict]) -> dict[str, Any]:
     m = best["metrics"]
     recipe: dict[str, Any] = {"name": cfg.recipe}

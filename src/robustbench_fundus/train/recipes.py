@@ -1,11 +1,13 @@
-"""What one training batch goes through, per recipe (DESIGN.md section 2)::
+"""What one training batch goes through, per recipe (the flow of one image, docs/architecture.md)::
 
     uint8 working-size crop -> x = image / 255
       -> augment (train only: flips, rotation, scale, brightness, contrast)
       -> fundus geometry of the (augmented) clean image
       -> [corruption recipe: a random corruption at a random severity per sample, raw image space,
           from the same corruption objects the benchmark uses, with that geometry]
-      -> Graham preprocessing with that geometry (when the model expects it)
+      -> Preprocessing.model_input with that geometry (Graham or none, the fundus mask, the
+         model's input size), the model's preprocessing resolved once by
+         :func:`~robustbench_fundus.preprocessing.resolve_preprocessing`, as the benchmark does
       -> model input in [0, 1]  -> [adversarial recipe: PGD on this input, model in eval mode]
 
 Validation batches skip the augmentation and the corruption.
@@ -16,9 +18,8 @@ from typing import Any
 
 import torch
 
-from ..data.geometry import estimate_geometry
-from ..data.graham import graham
 from ..errors import RBFError
+from ..preprocessing import Preprocessing, resolve_preprocessing
 from .augment import augment_batch
 from .config import TrainConfig
 
@@ -34,7 +35,9 @@ class BatchPipeline:
         self.device = device
         self.channels_last = channels_last
         self.amp_dtype = amp_dtype
-        self.preprocessing = getattr(model, "preprocessing", "graham")
+        #: the model's preprocessing stage (resolved once; ``.enhancement`` is the name)
+        self.stage: Preprocessing = resolve_preprocessing(model)
+        self.preprocessing = self.stage.enhancement
         self.corruptor = make_corruptor(cfg) if cfg.recipe == "corruption" else None
         self.attack = make_attack(cfg) if cfg.recipe == "adversarial" else None
 
@@ -43,12 +46,10 @@ class BatchPipeline:
         x = images.to(self.device, non_blocking=True).float().div_(255.0)
         if train:
             x = augment_batch(x, draws, seed=self.cfg.seed, epoch=epoch, config=self.cfg.augment)
-        need_geom = self.preprocessing == "graham" or (train and self.corruptor is not None)
-        geom = estimate_geometry(x) if need_geom else None
+        geom = self.stage.geometry(x)  # of the (augmented) clean image
         if train and self.corruptor is not None:
             x = self.corruptor(x, geom, draws, epoch)
-        if self.preprocessing == "graham":
-            x = graham(x, geom)
+        x = self.stage.model_input(x, geom)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

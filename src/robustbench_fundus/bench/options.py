@@ -1,0 +1,51 @@
+"""Typed option groups of :func:`~robustbench_fundus.bench.evaluate`: the settings that only
+some inputs or runs need, kept out of its main signature."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import RBFError
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How the data is read.
+
+    size: working size in pixels (default: the model's input size, else 224); cache_dir: the
+    working-crop cache of a folder (default ``$RBF_CACHE_DIR`` or ``~/.cache/robustbench_fundus``);
+    synthetic_n: images of ``data=None`` / ``"synthetic"`` (default 64).
+    """
+    size: int | None = None
+    cache_dir: Any = None
+    synthetic_n: int = 64
+
+    def __post_init__(self) -> None:
+        if self.size is not None and int(self.size) < 8:
+            raise RBFError(f"size {self.size}: the working size must be at least 8 pixels")
+        if int(self.synthetic_n) < 1:
+            raise RBFError(f"synthetic_n {self.synthetic_n}: must be at least 1 image")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the run is carried out (none of these change a number).
+
+    batch_size: images per batch; chunk_size: images per committed chunk (the unit of
+    resumption); num_workers: data-loading processes; progress: progress bars on stderr; log:
+    a callable receiving one-line status messages (``rbf bench`` prints them).
+    """
+    batch_size: int = 32
+    chunk_size: int = 256
+    num_workers: int = 0
+    progress: bool = False
+    log: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        if int(self.batch_size) < 1:
+            raise RBFError(f"--batch-size {self.batch_size}: must be at least 1")
+        if int(self.chunk_size) < 1:
+            raise RBFError(f"--chunk-size {self.chunk_size}: must be at least 1")
+        if int(self.num_workers) < 0:
+            raise RBFError(f"--workers {self.num_workers}: must be 0 (load in this process) or "
+                           "more")

@@ -1,0 +1,137 @@
+"""The batch pipeline: one batch of images through every pending condition, as integer counts.
+
+Per batch (the flow of an image)::
+
+    working crop (uint8) -> x = image/255 -> geometry of the clean crop        (once per batch)
+      clean:        model(pre(x))
+      corruption c: model(pre(c(x, severity, seed, sample ids, geometry)))  all severities batched
+      attack a:     a(model, pre(x), y, eps list, seed, sample ids)         (model-input space)
+
+``pre`` is the model's :class:`~robustbench_fundus.preprocessing.Preprocessing` (Graham or
+none, the mask, the resize to the model's input size), always with the clean crop's geometry.
+Corruptions are called only through the corruption contract (:class:`Corruption.__call__`),
+attacks only through the attack contract (:class:`Attack.__call__`), the model only as the
+module it was resolved to. ``(x, y)`` tensor input is model input already: nothing is
+preprocessed (see :func:`~robustbench_fundus.bench.evaluate`).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ..grades import NUM_GRADES
+from .conditions import ATTACK_SANITY, CLEAN, Condition
+
+Counts = tuple[list[int], float]   # (integer counts + [bad-logits flag], seconds)
+
+
+class BatchPipeline:
+    """Runs the pending conditions of one batch and returns their integer counts."""
+
+    def __init__(self, mi, di, device: torch.device, seed: int, attacks: dict):
+        self.m = mi.module
+        self.mi, self.di = mi, di
+        self.device = device
+        self.seed = int(seed)
+        self.pre = None if di.tensor_input else mi.preprocessing
+        self.attacks = attacks      # attack_id -> Attack
+        self._corr: dict[str, Any] = {}
+
+    def corruption(self, name: str):
+        if name not in self._corr:
+            from ..corruptions import get_corruption
+            self._corr[name] = get_corruption(name)
+        return self._corr[name]
+
+    def model_input(self, x_work: torch.Tensor, geom) -> torch.Tensor:
+        """A (clean or corrupted) working crop -> model input (tensor input: unchanged)."""
+        if self.pre is None:
+            return x_work
+        return self.pre.model_input(x_work, geom)
+
+    def geometry(self, x_work: torch.Tensor):
+        from ..preprocessing import estimate_geometry
+        return self.pre.geometry(x_work) if self.pre is not None else estimate_geometry(x_work)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        logits = self.m(x)
+        bad = not bool(torch.isfinite(logits).all())
+        return logits.argmax(dim=1), bad
+
+    def run(self, batch: dict, pending: list[Condition],
+            helpers: dict | None = None) -> dict[Condition, Counts]:
+        """Counts of every condition in ``pending`` on ``batch``. ``helpers`` maps an attack
+        configuration (``Condition.attack_id``) to extra eps that are swept with the pending ones
+        but not returned (the smaller eps already in the store: see ``plan``)."""
+        out: dict[Condition, Counts] = {}
+        img = batch["image"]
+        y = batch["label"].to(self.device)
+        ids = batch["index"].cpu()
+        x_raw = (img.float() / 255.0 if img.dtype == torch.uint8 else img.float()).to(self.device)
+        t0 = time.perf_counter()
+        need_geom = self.pre is not None or any(c.kind == "corruption" for c in pending)
+        geom = self.geometry(x_raw) if need_geom else None
+        x_clean = self.model_input(x_raw, geom)
+        shared = time.perf_counter() - t0
+
+        # clean (also the reference for the attacks)
+        t0 = time.perf_counter()
+        pred, bad = self.predict(x_clean)
+        t_clean = time.perf_counter() - t0 + shared
+        if CLEAN in pending:
+            out[CLEAN] = (confusion_counts(y, pred) + [int(bad)], t_clean)
+
+        # corruptions: all severities of one corruption in one batched call
+        by_name: dict[str, list[Condition]] = {}
+        for c in pending:
+            if c.kind == "corruption":
+                by_name.setdefault(c.name, []).append(c)
+        B = x_raw.shape[0]
+        for name, conds in by_name.items():
+            t0 = time.perf_counter()
+            corr = self.corruption(name)
+            sev = torch.tensor([c.severity for c in conds]).repeat_interleave(B)
+            rep = torch.arange(B).repeat(len(conds))
+            xs = x_raw[rep.to(self.device)]
+            g = geom[rep.to(geom.mask.device)]
+            xc = corr(xs, sev, seed=self.seed, sample_ids=ids[rep], geom=g)
+            xin = self.model_input(xc, g)
+            dt = (time.perf_counter() - t0) / len(conds) + shared
+            for k, c in enumerate(conds):
+                pk, bk = self.predict(xin[k * B:(k + 1) * B])
+                out[c] = (confusion_counts(y, pk) + [int(bk)], dt)
+
+        # attacks: one sweep per attack configuration over its pending (and helper) eps
+        by_attack: dict[tuple, list[Condition]] = {}
+        for c in pending:
+            if c.kind == "attack":
+                by_attack.setdefault(c.attack_id, []).append(c)
+        for aid, conds in by_attack.items():
+            t0 = time.perf_counter()
+            conds = sorted(conds, key=lambda c: c.eps)
+            extra = sorted(set((helpers or {}).get(aid, ())) - {c.eps for c in conds})
+            eps = sorted({c.eps for c in conds} | set(extra))
+            with torch.enable_grad():
+                res = self.attacks[aid](self.m, x_clean, y, eps, seed=self.seed, sample_ids=ids,
+                                        keep_adv=False)
+            counts = res.counts
+            dt = (time.perf_counter() - t0) / len(conds) + shared + t_clean / len(conds)
+            for c in conds:
+                k = eps.index(c.eps)
+                san = []
+                for name in ATTACK_SANITY:
+                    v = getattr(counts, name)
+                    san.append(int(v[k]) if isinstance(v, (list, tuple)) else int(v))
+                out[c] = ([counts.n, counts.n_attacked, int(counts.n_success[k]), *san,
+                           int(bad)], dt)
+        return out
+
+
+def confusion_counts(y: torch.Tensor, pred: torch.Tensor) -> list[int]:
+    """The flattened K x K confusion matrix (rows = true grade) of one batch."""
+    k = NUM_GRADES
+    p = pred.clamp(0, k - 1)
+    return torch.bincount((y * k + p).cpu(), minlength=k * k).tolist()

@@ -1,0 +1,49 @@
+"""Graham output: range, grey surround, high-pass, no dark line along a frame cut."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from _datastage_helpers import disc_image
+from robustbench_fundus.preprocessing import crop_resize, estimate_geometry, graham
+
+
+def test_graham_range_shape_and_grey_surround():
+    x = torch.stack([disc_image(64, 64, 31.5, 31.5, 30.0, seed=s) for s in range(3)]).float() / 255
+    y = graham(x)
+    assert y.shape == x.shape and y.dtype == torch.float32
+    assert y.min() >= 0 and y.max() <= 1
+    g = estimate_geometry(x)
+    outside = g.distance() > 0.9
+    assert torch.all(y.masked_select(outside.expand_as(y)) == 0.5)
+    inside = g.distance() < 0.8
+    # high-pass: inside the disc the mean is near the 0.5 offset, and texture survives
+    v = y.masked_select(inside.expand_as(y))
+    assert abs(v.mean().item() - 0.5) < 0.08 and v.std() > 0.02
+    # uint8 input accepted; a uniform brightness change is removed
+    assert torch.allclose(graham((x * 255).round().to(torch.uint8)), graham(torch.round(x * 255) / 255))
+    brighter = graham((x * 1.0 + 0.05).clamp(0, 1), g)
+    assert (brighter - graham(x, g)).abs()[inside.expand_as(y)].mean() < 0.02
+
+
+@pytest.mark.parametrize("erode", [None, 0])
+def test_graham_no_dark_line_along_frame_cut(erode, monkeypatch):
+    """A disc cut at top and bottom: after crop + Graham the rows along the cut are not dark."""
+    gmod = importlib.import_module("robustbench_fundus.preprocessing.graham")
+
+    if erode is not None:  # the un-eroded mask shows the line: the check can fail
+        monkeypatch.setattr(gmod, "EDGE_ERODE", erode)
+    x = disc_image(90, 150, 74.5, 44.5, 70.0, seed=5, dim_rim=False)[None].float() / 255
+    crop = crop_resize(x, estimate_geometry(x), 61)
+    g = estimate_geometry(crop)
+    y = graham(crop, g)
+    rows = y[0].mean(0)[:, 25:36].mean(1)          # central columns
+    inside = (rows != 0.5).nonzero().flatten()
+    edge = torch.stack([rows[inside[0]], rows[inside[-1]]])
+    worst = (edge - 0.5).abs().max().item()
+    if erode is None:
+        assert worst < 0.06, rows[inside[0]:inside[0] + 3]
+    else:
+        assert worst > 0.06
