@@ -12,14 +12,6 @@ from robustbench_fundus.bench import BenchReport, ResultStore, RunOptions
 from robustbench_fundus.errors import RBFError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPUs are shared: 2 threads per process thrash
-    yield
-    torch.set_num_threads(n)
-
-
 def _strip(d):
     """The report without timings and store provenance (which legitimately differ)."""
     d = json.loads(json.dumps(d))

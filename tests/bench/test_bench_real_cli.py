@@ -17,14 +17,6 @@ from robustbench_fundus.models import load_model, save_checkpoint
 SIZE = 96  # working size = model input size
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model_input(paths):
     x = torch.stack([load_working(p, SIZE) for p in paths]).float() / 255.0
     return graham(x, estimate_geometry(x))

@@ -32,14 +32,6 @@ class _Scale(Attack):
         return x + eps * torch.sign(0.5 - x)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def registered():
     A.REGISTRY.register(_Scale, name=_Scale.name)

@@ -24,14 +24,6 @@ BASE = ["--data", "synthetic:8", "--corruptions", "none", "--attack", "none", "-
         "--device", "cpu", "--batch-size", "2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_saliency_report_store_and_leaderboard(tmp_path, capsys):
     store = tmp_path / "r.sqlite"
     a = tiny_checkpoint(tmp_path / "a.safetensors", size=32, seed=0)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from _bench_helpers import tensor_data, tiny_model
+from _plugin import plugin_env
 from robustbench_fundus import evaluate
 from robustbench_fundus.attacks import Attack, AttackConfig
 from robustbench_fundus.bench import DataOptions, RunOptions, load_entries, render
@@ -25,14 +25,6 @@ from robustbench_fundus.cli import main
 MUST = ["pgd", "pgd_l2", "fgsm", "autoattack", "torchattacks:PGD", "torchattacks:FGSM"]
 ARGS = ["--data", "synthetic:16", "--corruptions", "none", "--eps", "1/255,4/255",
         "--no-progress", "--json"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cases():
@@ -78,18 +70,8 @@ PLUGIN = textwrap.dedent('''
 
 
 def test_plugin_attack_from_an_entry_point_runs_from_rbf_bench(tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "rbf_darken_plugin.py").write_text(PLUGIN)
-    dist = site / "rbf_darken_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: rbf-darken-plugin\n"
-                                   "Version: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        "[robustbench_fundus.attacks]\ndarken = rbf_darken_plugin:Darken\n")
-    (dist / "RECORD").write_text("")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    env = plugin_env(tmp_path, "rbf_darken_plugin", PLUGIN, "robustbench_fundus.attacks",
+                     "darken = rbf_darken_plugin:Darken", "rbf-darken-plugin")
     res = subprocess.run([sys.executable, "-m", "robustbench_fundus", "bench", *ARGS,
                           "--attack", "darken", "--store", str(tmp_path / "r.sqlite")],
                          env=env, capture_output=True, text=True, timeout=600)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 import robustbench_fundus.corruptions as C
+from _plugin import plugin_env
 from robustbench_fundus.cli import main as rbf_main
 from robustbench_fundus.errors import RBFError
 from robustbench_fundus.registry import Registry
@@ -162,16 +162,8 @@ SCRIPT = textwrap.dedent('''
 def test_plugin_through_entry_point(tmp_path):
     """A package made here (module + *.dist-info with entry_points.txt) on sys.path of a fresh
     interpreter: importlib.metadata finds it, `rbf list corruptions` shows it and it runs."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "rbf_veil_plugin.py").write_text(PLUGIN)
-    dist = site / "rbf_veil_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: rbf-veil-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        "[robustbench_fundus.corruptions]\nveil = rbf_veil_plugin:Veil\n")
-    (dist / "RECORD").write_text("")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    env = plugin_env(tmp_path, "rbf_veil_plugin", PLUGIN, "robustbench_fundus.corruptions",
+                     "veil = rbf_veil_plugin:Veil", "rbf-veil-plugin")
     res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr
