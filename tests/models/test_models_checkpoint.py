@@ -303,26 +303,36 @@ def test_error_unknown_architecture(ckpts):
         load_model(ckpts["state_dict"], arch="tiny_cn")
 
 
-def test_error_wrong_head_size(tmp_path):
+def test_a_head_that_does_not_fit_the_width(tmp_path, capsys):
     m = create_model("tiny_cnn", num_classes=1000)
     torch.save(m.backbone.state_dict(), tmp_path / "h.pt")
-    with pytest.raises(CheckpointError, match="checkpoint head has 1000 classes; this benchmark "
-                                              "needs 5"):
-        load_model(tmp_path / "h.pt")
+    # the weights load (a foreign file declares no head) ...
+    assert load_model(tmp_path / "h.pt").num_classes == 1000
+    assert load_model(tmp_path / "h.pt").head is None
+    # ... but no head reads 1000 outputs
+    with pytest.raises(CheckpointError, match="outputs 1000 values per image, the classification "
+                                              "head needs 5; no head fits"):
+        load_model(tmp_path / "h.pt", head="classification")
+    assert cli.main(["inspect", str(tmp_path / "h.pt")]) == 1
+    out = capsys.readouterr().out
+    assert _line(out, "head").startswith("none fits 1000 outputs") and "no head fits" in out
+    # two outputs: a binary head fits, the classification head does not
     save_checkpoint(create_model("tiny_cnn", num_classes=2), tmp_path / "h2.safetensors")
-    with pytest.raises(CheckpointError, match="checkpoint head has 2 classes; this benchmark needs 5"):
-        load_model(tmp_path / "h2.safetensors")
+    with pytest.raises(CheckpointError, match="classification head needs 5; heads that fit: "
+                                              "binary"):
+        load_model(tmp_path / "h2.safetensors", head="classification")
+    assert load_model(tmp_path / "h2.safetensors", head="binary").head == "binary"
 
 
 def test_torchvision_resnet18_is_recognised_and_head_reported(tmp_path, capsys):
     import torchvision
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "tv.pth")
-    with pytest.raises(CheckpointError, match="head has 1000 classes; this benchmark needs 5 "
-                                              r"\(fc\.weight is \(1000, 512\)\)"):
-        load_model(tmp_path / "tv.pth")
+    with pytest.raises(CheckpointError, match="outputs 1000 values per image, the classification "
+                                              "head needs 5"):
+        load_model(tmp_path / "tv.pth", head="classification")
     assert cli.main(["inspect", str(tmp_path / "tv.pth")]) == 1
     out = capsys.readouterr().out
-    assert "resnet18 (guessed)" in out and _line(out, "classes") == "1000"
+    assert "resnet18 (guessed)" in out and _line(out, "outputs") == "1000"
     # a torchvision resnet18 with a 5-class head loads into timm's resnet18
     tv = torchvision.models.resnet18(weights=None, num_classes=5).eval()
     torch.save(tv.state_dict(), tmp_path / "tv5.pth")
@@ -387,7 +397,7 @@ def test_rbf_inspect_each_format(name, ckpts, capsys):
     assert cli.main(["inspect", str(ckpts[name])]) == 0
     out = capsys.readouterr().out
     assert _line(out, "architecture").startswith("tiny_cnn")
-    assert _line(out, "classes") == "5"
+    assert _line(out, "outputs") == "5"
     assert _line(out, "sha256") == file_sha256(ckpts[name])
     assert _line(out, "loads") == "yes" and _line(out, "safe").startswith("yes")
     assert cli.main(["inspect", str(ckpts[name]), "--json"]) == 0
@@ -408,7 +418,7 @@ def test_rbf_inspect_timm_saver_resnet18(tmp_path, capsys):
     assert cli.main(["inspect", str(p)]) == 0
     out = capsys.readouterr().out
     assert _line(out, "architecture") == "resnet18 (checkpoint)"
-    assert _line(out, "classes") == "5" and _line(out, "format") == "timm CheckpointSaver"
+    assert _line(out, "outputs") == "5" and _line(out, "format") == "timm CheckpointSaver"
     assert _line(out, "parameters") == f"{sum(p.numel() for p in m.parameters()):,}"
     # --arch overrides; a wrong one is reported, not crashed on
     assert cli.main(["inspect", str(p), "--arch", "tiny_cnn"]) == 1

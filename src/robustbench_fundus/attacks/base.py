@@ -34,7 +34,6 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import RBFError
 from .context import (AMP_CHOICES, NORMS, Context, ModelFn, ModuleFn, canonical_norm,  # noqa: F401
@@ -239,15 +238,20 @@ class Attack:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  eps: float | Sequence[float], *, seed: int = 0,
                  sample_ids: torch.Tensor | Sequence[int] | None = None,
-                 keep_adv: bool | None = None) -> SweepResult:
-        """Attack ``model`` on ``(x, y)`` at every radius of ``eps`` (ascending)."""
+                 keep_adv: bool | None = None, head: Any = None) -> SweepResult:
+        """Attack ``model`` on ``(x, y)`` at every radius of ``eps`` (ascending).
+
+        ``head`` (a :class:`robustbench_fundus.heads.Head`): how the model's outputs become
+        decisions and which loss the attack ascends; ``y`` is then in the head's label space
+        (grades, or the 0/1 referral decision of a binary head) and a sample is broken when
+        its decision changes. None: a classifier read by argmax, attacked with cross-entropy."""
         eps_list = check_eps(eps)
         x, y, ids = self._check_inputs(x, y, sample_ids)
         keep = self.config.keep_adv if keep_adv is None else bool(keep_adv)
         device = x.device
         ctx = Context(device=device, amp=resolve_amp(self.config.amp, device),
                       channels_last=resolve_channels_last(self.config.channels_last, device),
-                      model=model)
+                      model=model, head=head)
         B = x.shape[0]
         counts = SweepCounts(eps=eps_list, n=B)
         with eval_mode(model):
@@ -255,14 +259,17 @@ class Attack:
                 return self._empty_result(x, y, ids, eps_list, counts, keep, seed)
             with torch.no_grad():
                 logits = ctx.forward_fp32(x)
-            if logits.dim() != 2 or logits.shape[0] != B:
-                raise RBFError(f"the model must return logits of shape (B, classes); got "
-                               f"{tuple(logits.shape)}")
+            from ..heads import check_output
+            check_output(logits, head)
+            if logits.shape[0] != B:
+                raise RBFError(f"the model returned {logits.shape[0]} rows for {B} images; it "
+                               "must return one row of scores per image")
             ctx.n_classes = int(logits.shape[1])
-            clean_correct = predict(logits) == y
+            clean_correct = ctx.predict(logits) == y
             counts.batches = 1
             counts.n_attacked = int(clean_correct.sum())
-            counts.prob_batches = int(self._looks_like_probabilities(logits))
+            counts.prob_batches = int((head is None or head.name == "classification") and
+                                      self._looks_like_probabilities(logits))
             counts.randomized_batches = int(self._looks_randomized(ctx, x, logits))
 
             att = clean_correct.nonzero().squeeze(1)
@@ -301,7 +308,7 @@ class Attack:
                     todo = need & ~known
                 if todo.any():
                     with torch.no_grad():
-                        fooled[todo] = predict(ctx.forward_fp32(xk[todo])) != ya[todo]
+                        fooled[todo] = ctx.predict(ctx.forward_fp32(xk[todo])) != ya[todo]
                 succ = same | (need & fooled)
                 unverified = claimed & ~succ
                 if rejected is not None:
@@ -361,7 +368,7 @@ class Attack:
                 xs = self._attack_projected(ctx, x[act], y[act], e, k, seed=seed,
                                             sample_ids=sample_ids[act])
                 with torch.no_grad():
-                    claim = predict(ctx.forward(xs)) != y[act]
+                    claim = ctx.predict(ctx.forward(xs)) != y[act]
                 ctx.work += int(act.numel())
                 xs, fooled = self._confirm_breaks(ctx, x[act], y[act], xs, claim, e, k, seed=seed,
                                                   sample_ids=sample_ids[act])
@@ -398,7 +405,7 @@ class Attack:
         xr = self._attack_projected(f32, x[idx], y[idx], eps, k, seed=seed,
                                     sample_ids=sample_ids[idx])
         with torch.no_grad():
-            fr = predict(f32.forward(xr)) != y[idx]
+            fr = f32.predict(f32.forward(xr)) != y[idx]
         ctx.work += int(idx.numel())
         xs, fooled = xs.clone(), fooled.clone()
         xs[idx] = xr
@@ -451,7 +458,7 @@ class Attack:
             fooled = carried.clone()
             if chk.any():
                 with torch.no_grad():
-                    fooled[chk] = predict(ctx.forward_fp32(xk[chk])) != y[chk]
+                    fooled[chk] = ctx.predict(ctx.forward_fp32(xk[chk])) != y[chk]
             out.append((claimed, fooled))
             prev_x, prev_ok = xk, fooled
         return out
@@ -548,7 +555,7 @@ class Attack:
         k = min(n, x.shape[0])
         with torch.enable_grad():
             xg = x[:k].clone().requires_grad_(True)
-            loss = F.cross_entropy(ctx.forward(xg), y[:k], reduction="sum")
+            loss = ctx.loss(ctx.forward(xg), y[:k])
             (g,) = torch.autograd.grad(loss, xg)
         ctx.record_grad(g)
 

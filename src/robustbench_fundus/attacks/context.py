@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 import torch.nn as nn
 
 from ..errors import RBFError
@@ -145,13 +146,17 @@ class Context:
 
     def __init__(self, device: torch.device | str, amp: bool, channels_last: bool,
                  model: nn.Module, *, n_classes: int | None = None,
-                 counters: Counters | None = None):
+                 counters: Counters | None = None, head: Any = None):
         self.device = torch.device(device)
         self.amp = bool(amp)
         self.channels_last = bool(channels_last)
         self.model = model
         self.n_classes = n_classes
         self.counters = counters if counters is not None else Counters()
+        #: the model's head (:class:`robustbench_fundus.heads.Head`): how outputs become
+        #: decisions and which loss an attack ascends; None: a classifier read by argmax and
+        #: cross-entropy over however many logits it returns
+        self.head = head
 
     work = _counter("work")
     grad_checked = _counter("grad_checked")
@@ -168,7 +173,7 @@ class Context:
         if not self.amp:
             return self
         return Context(self.device, False, self.channels_last, self.model,
-                       n_classes=self.n_classes, counters=self.counters)
+                       n_classes=self.n_classes, counters=self.counters, head=self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (float32) for an attack step (autocast/channels-last as configured)."""
@@ -188,11 +193,32 @@ class Context:
             return self.model(x).float()
 
     def classes(self, x: torch.Tensor) -> int:
-        """The model's output width (known from the clean pass; else one forward on ``x[:1]``)."""
+        """The number of labels the attack distinguishes: the head's (5 grades, 2 for a
+        referral decision); without a head the model's output width (known from the clean pass;
+        else one forward on ``x[:1]``)."""
+        if self.head is not None:
+            return int(self.head.n_labels)
         if self.n_classes is None:
             with torch.no_grad():
                 self.n_classes = int(self.forward_fp32(x[:1]).shape[1])
         return int(self.n_classes)
+
+    def predict(self, out: torch.Tensor) -> torch.Tensor:
+        """The decision for each row of the model's output (the head's; argmax without one),
+        -1 for rows with non-finite values (never counted as correct)."""
+        return self.head.decode(out) if self.head is not None else predict(out)
+
+    def view(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, labels) scores whose argmax is the decision: what attacks written for
+        classifiers see (the head's class view)."""
+        return self.head.class_view(out) if self.head is not None else out
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The summed loss an attack ascends: the head's (cross-entropy for classification,
+        the threshold margin for regression, binary cross-entropies for ordinal and binary)."""
+        if self.head is not None:
+            return self.head.attack_loss(out, y)
+        return F.cross_entropy(out.float(), y, reduction="sum")
 
     def confirm(self, x: torch.Tensor, y: torch.Tensor, fooled: torch.Tensor) -> torch.Tensor:
         """Under mixed precision, re-check claimed breaks with a float32 forward.
@@ -206,7 +232,7 @@ class Context:
             return fooled
         idx = fooled.nonzero().squeeze(1)
         with torch.no_grad():
-            ok = predict(self.forward_fp32(x[idx].detach())) != y[idx]
+            ok = self.predict(self.forward_fp32(x[idx].detach())) != y[idx]
         out = fooled.clone()
         out[idx] = ok
         return out
@@ -238,4 +264,4 @@ class ModuleFn(nn.Module):
         self.training = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._ctx.forward(x)
+        return self._ctx.view(self._ctx.forward(x))

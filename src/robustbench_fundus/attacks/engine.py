@@ -27,18 +27,23 @@ import torch
 import torch.nn.functional as F
 
 from ..seeding import torch_generator
-from .context import Context, predict
+from .context import Context
 
 _NOISE_TAG = "pgd-random-start"
 
 LOSSES = ("ce", "margin")
 
 
-def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Summed loss to ascend: cross-entropy, or the margin max_{j != y} z_j - z_y (CW-style; its
-    gradient does not vanish when the softmax saturates)."""
+def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str,
+                ctx: Context | None = None) -> torch.Tensor:
+    """Summed loss to ascend: ``"ce"``, the head's own loss (cross-entropy for a classifier;
+    see :meth:`Context.loss`), or ``"margin"``, max_{j != y} v_j - v_y on the class view v
+    (CW-style; its gradient does not vanish when the softmax saturates)."""
     if loss == "ce":
-        return F.cross_entropy(logits, y, reduction="sum")
+        return ctx.loss(logits, y) if ctx is not None else \
+            F.cross_entropy(logits, y, reduction="sum")
+    if ctx is not None:
+        logits = ctx.view(logits)
     zy = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
     return (other - zy).sum()
@@ -83,6 +88,33 @@ def _start(norm: str, noise: torch.Tensor, x: torch.Tensor, eps: float) -> torch
     return (x + delta).clamp(0, 1) - x
 
 
+def pgd_fixed_steps(ctx: Context, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+                    norm: str = "Linf", steps: int, step_size: float | None = None,
+                    step_ratio: float = 2.5, random_start: bool = True, seed: int = 0,
+                    sample_ids: torch.Tensor) -> torch.Tensor:
+    """PGD as Madry et al. train with it: every sample of the batch, all ``steps`` steps of size
+    ``step_size`` (else ``step_ratio * eps / steps``) on the head's loss (:meth:`Context.loss`),
+    from a random start in the ball drawn per sample from (seed, norm, sample id, eps); returns
+    the last iterate. No sample is left out because it is already misclassified and none stops
+    early: the training-time counterpart of :func:`pgd_sweep` (which, to measure robustness,
+    attacks only clean-correct samples and stops each at its first break)."""
+    if steps < 1 or eps <= 0 or x.shape[0] == 0:
+        return x.detach().clone()
+    alpha = step_size if step_size is not None else step_ratio * eps / steps
+    if random_start:
+        noise = unit_noise(norm, tuple(x.shape[1:]), seed, sample_ids, x.device, key=eps)
+        delta = _start(norm, noise, x, eps)
+    else:
+        delta = torch.zeros_like(x)
+    for _ in range(int(steps)):
+        with torch.enable_grad():
+            xa = (x + delta).detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(ctx.loss(ctx.forward(xa), y), xa)
+        ctx.work += int(x.shape[0])
+        delta = _step(delta, g.float(), x, alpha, eps, norm)
+    return (x + delta).detach()
+
+
 def pgd_sweep(ctx: Context, x: torch.Tensor, y: torch.Tensor, eps: list[float], *, norm: str,
               steps: int, step_size: float | None, step_ratio: float, random_start: bool,
               warm_start: bool, seed: int, sample_ids: torch.Tensor,
@@ -120,10 +152,10 @@ def pgd_sweep(ctx: Context, x: torch.Tensor, y: torch.Tensor, eps: list[float], 
             with torch.enable_grad():
                 xa.requires_grad_(want_grad)
                 logits = ctx.forward(xa)
-                fooled = ctx.confirm(xa, y[active], predict(logits) != y[active])
+                fooled = ctx.confirm(xa, y[active], ctx.predict(logits) != y[active])
                 if want_grad:
                     keep = ~fooled
-                    obj = attack_loss(logits[keep], y[active][keep], loss) \
+                    obj = attack_loss(logits[keep], y[active][keep], loss, ctx) \
                         if keep.any() else None
                     grad = torch.autograd.grad(obj, xa)[0] if obj is not None else None
             ctx.work += int(active.numel())

@@ -12,11 +12,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import RBFError
 from .base import Attack, AttackConfig
-from .context import predict
 from .engine import LOSSES, attack_loss, pgd_sweep, sanity_pgd, unit_noise  # noqa: F401
 
 
@@ -96,7 +94,7 @@ class FGSM(Attack):
         B = x.shape[0]
         with torch.enable_grad():
             xg = x.clone().requires_grad_(True)
-            loss = F.cross_entropy(ctx.forward(xg), y, reduction="sum")
+            loss = ctx.loss(ctx.forward(xg), y)
             (g,) = torch.autograd.grad(loss, xg)
         ctx.work += B
         ctx.record_grad(g)
@@ -111,7 +109,7 @@ class FGSM(Attack):
             if e > 0 and act.numel():
                 xs = (x[act] + e * sign[act]).clamp(0, 1)
                 with torch.no_grad():
-                    fooled = ctx.confirm(xs, y[act], predict(ctx.forward(xs)) != y[act])
+                    fooled = ctx.confirm(xs, y[act], ctx.predict(ctx.forward(xs)) != y[act])
                 x_adv[act] = xs
                 idx = act[fooled]
                 broken[idx] = True

@@ -40,8 +40,8 @@ def register(subparsers) -> None:
         "bench", help="benchmark a model: clean, corrupted and attacked (writes the store)",
         description="Benchmark a DR classifier on clean, corrupted (severities) and "
                     "attacked (eps sweep) images; results go to a resumable SQLite store.")
-    p.add_argument("--model", default=None, help="checkpoint file (default: the bundled demo "
-                   "model)")
+    p.add_argument("--model", default=None, help="checkpoint file, or demo (the default: the "
+                   "bundled demo model)")
     p.add_argument("--arch", default=None, help="architecture, when the checkpoint does not say "
                    "(see `rbf list models`)")
     p.add_argument("--data", default=None, help="folder of labelled photographs, or "
@@ -62,6 +62,14 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="attack steps, for attacks that have steps (default: the attack's own, "
                    "10 for pgd)")
+    p.add_argument("--head", default=None,
+                   choices=["classification", "regression", "ordinal", "binary"],
+                   help="how the model's output is read (default: what the checkpoint records, "
+                   "else classification): 5 logits / 1 score / 4 cumulative logits / referable "
+                   "DR from 1 or 2 logits")
+    p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a head option: thresholds=0.5,1.5,2.5,3.5 (regression), threshold=2 "
+                   "(binary: the lowest referable grade)")
     p.add_argument("--preprocessing", default=None, choices=["graham", "none"],
                    help="override the preprocessing the model declares (default: the model's; "
                    "graham for a model that declares none)")
@@ -110,7 +118,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .options import RunOptions
 
-    model = Path(args.model) if args.model else None   # None: the bundled demo model
+    from ..heads import parse_head_options
+    # None: the bundled demo model
+    model = Path(args.model) if args.model and args.model != "demo" else None
     attack_options = parse_option_assignments(args.attack_opt, what="--attack-opt")
     run = RunOptions(batch_size=args.batch_size, chunk_size=args.chunk_size,
                      num_workers=args.workers, progress=not args.no_progress and not args.json,
@@ -123,7 +133,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         model, args.data, corruptions=args.corruptions, severities=args.severities,
         attack=args.attack, eps=args.eps, steps=args.steps, seed=args.seed, device=args.device,
         limit=args.limit, store=store, attack_options=attack_options,
-        preprocessing=args.preprocessing, name=args.name, arch=args.arch,
+        preprocessing=args.preprocessing, head=args.head,
+        head_options=parse_head_options(args.head_opt), name=args.name, arch=args.arch,
         trust_checkpoint=args.trust_checkpoint, saliency=args.saliency,
         saliency_steps=args.saliency_steps, run=run)
     if not _is_main():

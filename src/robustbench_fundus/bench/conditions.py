@@ -76,6 +76,10 @@ class Condition:
     label: str | None = None      # attack: short label saying norm and steps, e.g. pgd_linf_10
     baseline: str | None = None   # saliency: the IG baseline
     n_images: int | None = None   # saliency: images scored (spread evenly over the set)
+    #: labels of the model's decision: 5 grades, or 2 for a binary (referable) head; the size
+    #: of the confusion matrix kept (not part of the key: the head is part of the model's
+    #: identity)
+    n_labels: int = NUM_GRADES
 
     @property
     def key(self) -> str:
@@ -94,7 +98,7 @@ class Condition:
     def n_counts(self) -> int:
         if self.kind == "attack":
             return 3 + len(ATTACK_SANITY)
-        return NUM_GRADES * NUM_GRADES
+        return self.n_labels * self.n_labels
 
     @property
     def attack_id(self) -> tuple[str, str, str] | None:
@@ -136,11 +140,17 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def corruption_condition(corruption: Any, severity: int) -> Condition:
+def clean_condition(n_labels: int = NUM_GRADES) -> Condition:
+    return Condition("clean", n_labels=int(n_labels))
+
+
+def corruption_condition(corruption: Any, severity: int, n_labels: int = NUM_GRADES
+                         ) -> Condition:
     """The condition of one registered corruption object at one severity."""
     ident = corruption.identity()
     return Condition("corruption", ident["name"], severity=int(severity),
-                     config_hash=ident["config_hash"], config=canonical_json(ident["config"]))
+                     config_hash=ident["config_hash"], config=canonical_json(ident["config"]),
+                     n_labels=int(n_labels))
 
 
 def attack_conditions(attack: Any, eps: Sequence[float]) -> list[Condition]:

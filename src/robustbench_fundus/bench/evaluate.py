@@ -29,8 +29,9 @@ import torch
 from .. import __version__
 from ..distributed import Dist
 from ..errors import RBFError
-from .conditions import (CLEAN, Condition, attack_conditions, corruption_condition, eps_sweep,
-                         resolve_corruptions, saliency_condition)
+from ..grades import NUM_GRADES
+from .conditions import (Condition, attack_conditions, clean_condition, corruption_condition,
+                         eps_sweep, resolve_corruptions, saliency_condition)
 from .flags import make_flags, sanity_flags
 from .options import DataOptions, RunOptions
 from .plan import make_plan, run_plan
@@ -42,13 +43,14 @@ from .saliency import run_saliency
 DEFAULT_SALIENCY_STEPS = 32
 
 
-def build_conditions(corruptions: Any, severities: Any, attack: Any, eps: Any
-                     ) -> list[Condition]:
+def build_conditions(corruptions: Any, severities: Any, attack: Any, eps: Any,
+                     n_labels: int = NUM_GRADES) -> list[Condition]:
     """The conditions of a run: clean, each corruption at each severity, ``attack`` (an
-    :class:`~robustbench_fundus.attacks.Attack` or None) at each eps of its sweep."""
+    :class:`~robustbench_fundus.attacks.Attack` or None) at each eps of its sweep;
+    ``n_labels``: the labels of the model's decision (5 grades, 2 for a binary head)."""
     from ..corruptions import get_corruption, parse_severities
 
-    conds = [CLEAN]
+    conds = [clean_condition(n_labels)]
     names = resolve_corruptions(corruptions)
     if names:
         sevs = parse_severities(severities if severities is not None else "1-4",
@@ -60,7 +62,7 @@ def build_conditions(corruptions: Any, severities: Any, attack: Any, eps: Any
                 raise RBFError(f"--severities {','.join(map(str, over))}: {n} has severities "
                                f"1-{corr.max_severity}; ask for those, or leave {n} out")
             for s in sevs:
-                conds.append(corruption_condition(corr, s))
+                conds.append(corruption_condition(corr, s, n_labels))
     if attack is not None:
         conds += attack_conditions(attack, eps_sweep(eps, attack.norm, attack.default_eps))
     return conds
@@ -71,6 +73,7 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
              steps: int | None = None, seed: int = 0, device: str | torch.device | None = None,
              limit: int | None = None, store: Any = None, *,
              attack_options: dict | None = None, preprocessing: Any = None,
+             head: Any = None, head_options: dict | None = None, data_space: str | None = None,
              name: str | None = None, arch: str | None = None, trust_checkpoint: bool = False,
              saliency: int = 0, saliency_steps: int = DEFAULT_SALIENCY_STEPS,
              data_options: DataOptions | None = None,
@@ -85,9 +88,20 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
     :class:`~robustbench_fundus.preprocessing.Preprocessing`) to override what the model
     declares; a model that declares nothing gets the library default (Graham), flagged
     ``preprocessing_assumed``; what was applied is in ``report.provenance["preprocessing"]``.
-    ``data``: a folder of labelled photographs, a dataset object (items
-    ``dict(image=uint8 (3,S,S), label, index, id)``), ``(x, y)`` tensors already in [0,1]
-    model-input space, ``"synthetic:N"``, or None (synthetic images). ``corruptions``:
+    ``head``: how the model's output is read (``"classification"``: 5 logits, argmax;
+    ``"regression"``: 1 score cut at ``head_options={"thresholds": (0.5, 1.5, 2.5, 3.5)}``;
+    ``"ordinal"``: 4 cumulative logits; ``"binary"``: referable DR from 1 or 2 logits, with
+    ``head_options={"threshold": 2}``; see :mod:`robustbench_fundus.heads`); None: what the
+    model declares (the library's checkpoints record it), else classification. An output no
+    head reads is a one-line error naming the width and the heads that fit.
+    ``data``: a folder of labelled photographs, ``"synthetic:N"``, None (synthetic images), the
+    library's datasets, ``(x, y)`` tensors, or data a user has: a Dataset of ``(image, grade)``
+    tuples or dicts, an ``ImageFolder`` (folders named 0-4), a ``DataLoader`` (not shuffled), a
+    list of ``(path, grade)`` (see :mod:`robustbench_fundus.data.adapters`). ``data_space``:
+    ``"photo"`` (raw photographs: geometry, corruptions and the preprocessing apply) or
+    ``"model_input"`` (already model input: corruptions act on it directly, nothing is
+    preprocessed); None: ``(x, y)`` tensors are model input, everything else photographs;
+    recorded in the report. ``corruptions``:
     ``"all"`` (the four fundus corruptions), ``"imagenet-c"``, ``"none"``/None, or names (a list
     or a comma-separated string). ``severities``: ``"1-4"``, ``[2, 4]``.
     ``attack``: a registered name (``"pgd"``, ``"pgd_l2"``, ``"fgsm"``, ``"autoattack"``,
@@ -124,12 +138,13 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
     try:
         atk = resolve_attack(attack, steps=steps, options=attack_options)
         mi = resolve_model(model, arch=arch, device=dev, name=name,
-                           trust_checkpoint=trust_checkpoint, preprocessing=preprocessing)
+                           trust_checkpoint=trust_checkpoint, preprocessing=preprocessing,
+                           head=head, head_options=head_options)
         work = dopt.size or (max(mi.input_size) if mi.input_size else 224)
         synthetic_n = int(limit) if data is None and limit is not None else dopt.synthetic_n
         di = resolve_data(data, work, limit=limit, cache_dir=dopt.cache_dir,
-                          synthetic_n=synthetic_n)
-        conds = build_conditions(corruptions, severities, atk, eps)
+                          synthetic_n=synthetic_n, space=data_space)
+        conds = build_conditions(corruptions, severities, atk, eps, mi.head.n_labels)
         attacks = {conds[-1].attack_id: atk} if atk is not None else {}
         sal_cond = None
         if int(saliency):
@@ -143,7 +158,7 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
             st = store if isinstance(store, ResultStore) else ResultStore(store)
             st.add_model(mi.sha256, mi.name, mi.arch, {
                 **mi.meta, "input_size": mi.input_size,
-                "preprocessing": mi.preprocessing.to_dict()})
+                "preprocessing": mi.preprocessing.to_dict(), "head": mi.head.to_dict()})
             st.add_dataset(di.fingerprint, di.name, len(di.indices), di.meta)
 
         N = len(di.indices)
@@ -219,6 +234,8 @@ def _report(rows, conds, sal_cond, mi, di, dd, dev, seed, atk, ropt, st, store, 
         "model_file_sha256": mi.meta.get("file_sha256"),
         "dataset_fingerprint": di.fingerprint,
         "preprocessing": (None if di.tensor_input else mi.preprocessing.to_dict()),
+        "data_space": di.space,
+        "head": mi.head.to_dict(),
         "attack": None if atk is None else atk.identity().to_dict(),
         "seed": int(seed),
         "device": str(dev),
@@ -242,7 +259,7 @@ def _report(rows, conds, sal_cond, mi, di, dd, dev, seed, atk, ropt, st, store, 
         clean, cors, atks, flags, prov,
         model={"name": mi.name, "arch": mi.arch, "sha256": mi.sha256,
                "input_size": list(mi.input_size) if mi.input_size else None,
-               "preprocessing": mi.preprocessing.enhancement,
+               "preprocessing": mi.preprocessing.enhancement, "head": mi.head.to_dict(),
                **{k: v for k, v in mi.meta.items()}},
         dataset={"name": di.name, "fingerprint": di.fingerprint, "n": len(di.indices),
                  **di.meta},

@@ -42,19 +42,25 @@ def make_flags(clean: CleanResult | None, cors: list[CorruptionResult],
             flags.append(Flag("small_sample", f"only {clean.n} images: figures have wide "
                               "confidence intervals (about +-{:.0%} on accuracy)".format(
                                   1.96 * math.sqrt(0.25 / max(clean.n, 1)))))
+        k = cm.shape[0]
+        what = "grade" if k == NUM_GRADES else "referral decision"
         present = int((cm.sum(axis=1) > 0).sum())
-        if present < NUM_GRADES:
+        if k == NUM_GRADES and present < NUM_GRADES:
             flags.append(Flag("missing_grades", f"only {present} of {NUM_GRADES} grades occur; "
                               "balanced accuracy and kappa cover the grades present"))
+        if k != NUM_GRADES and present < k:
+            flags.append(Flag("missing_grades", "only referable or only non-referable eyes "
+                              "occur: sensitivity or specificity is undefined"))
         predicted = int((cm.sum(axis=0) > 0).sum())
         if clean.n and predicted == 1:
-            flags.append(Flag("constant_prediction", "the model predicts a single grade for "
+            flags.append(Flag("constant_prediction", f"the model predicts a single {what} for "
                               "every image"))
         if clean.n:
             majority = cm.sum(axis=1).max() / clean.n
-            if clean.accuracy <= majority and predicted > 1:
-                flags.append(Flag("below_majority", f"clean accuracy {clean.accuracy:.3f} is not "
-                                  f"above always predicting the commonest grade ({majority:.3f})"))
+            acc = float(np.trace(cm)) / clean.n
+            if acc <= majority and predicted > 1:
+                flags.append(Flag("below_majority", f"clean accuracy {acc:.3f} is not above "
+                                  f"always predicting the commonest {what} ({majority:.3f})"))
     for c in cors:
         # A gain is worth a flag only beyond sampling noise: two standard errors of the clean
         # accuracy (a few images on a small set would otherwise flag at random).

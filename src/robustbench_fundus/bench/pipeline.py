@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
+from ..errors import RBFError
 from ..grades import NUM_GRADES
-from .conditions import ATTACK_SANITY, CLEAN, Condition
+from .conditions import ATTACK_SANITY, Condition
 
 Counts = tuple[list[int], float]   # (integer counts + [bad-logits flag], seconds)
 
@@ -32,6 +33,7 @@ class BatchPipeline:
 
     def __init__(self, mi, di, device: torch.device, seed: int, attacks: dict):
         self.m = mi.module
+        self.head = mi.head
         self.mi, self.di = mi, di
         self.device = device
         self.seed = int(seed)
@@ -57,9 +59,14 @@ class BatchPipeline:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        logits = self.m(x)
-        bad = not bool(torch.isfinite(logits).all())
-        return logits.argmax(dim=1), bad
+        """The head's decisions (grades, or the referral decision) and whether any output was
+        non-finite. An output the head cannot read is a one-line error."""
+        out = self.head.check(self.m(x))
+        if out.shape[0] != x.shape[0]:
+            raise RBFError(f"the model returned {out.shape[0]} rows for {x.shape[0]} images; it "
+                           "must return one row of scores per image")
+        bad = not bool(torch.isfinite(out).all())
+        return self.head.decode(out), bad
 
     def run(self, batch: dict, pending: list[Condition],
             helpers: dict | None = None) -> dict[Condition, Counts]:
@@ -68,7 +75,9 @@ class BatchPipeline:
         but not returned (the smaller eps already in the store: see ``plan``)."""
         out: dict[Condition, Counts] = {}
         img = batch["image"]
-        y = batch["label"].to(self.device)
+        grades = batch["label"].to(self.device)
+        y = self.head.labels(grades)            # the decision's labels (grades, or referable)
+        K = self.head.n_labels
         ids = batch["index"].cpu()
         x_raw = (img.float() / 255.0 if img.dtype == torch.uint8 else img.float()).to(self.device)
         t0 = time.perf_counter()
@@ -81,8 +90,9 @@ class BatchPipeline:
         t0 = time.perf_counter()
         pred, bad = self.predict(x_clean)
         t_clean = time.perf_counter() - t0 + shared
-        if CLEAN in pending:
-            out[CLEAN] = (confusion_counts(y, pred) + [int(bad)], t_clean)
+        clean = next((c for c in pending if c.kind == "clean"), None)
+        if clean is not None:
+            out[clean] = (confusion_counts(y, pred, K) + [int(bad)], t_clean)
 
         # corruptions: all severities of one corruption in one batched call
         by_name: dict[str, list[Condition]] = {}
@@ -102,7 +112,7 @@ class BatchPipeline:
             dt = (time.perf_counter() - t0) / len(conds) + shared
             for k, c in enumerate(conds):
                 pk, bk = self.predict(xin[k * B:(k + 1) * B])
-                out[c] = (confusion_counts(y, pk) + [int(bk)], dt)
+                out[c] = (confusion_counts(y, pk, K) + [int(bk)], dt)
 
         # attacks: one sweep per attack configuration over its pending (and helper) eps
         by_attack: dict[tuple, list[Condition]] = {}
@@ -116,7 +126,7 @@ class BatchPipeline:
             eps = sorted({c.eps for c in conds} | set(extra))
             with torch.enable_grad():
                 res = self.attacks[aid](self.m, x_clean, y, eps, seed=self.seed, sample_ids=ids,
-                                        keep_adv=False)
+                                        keep_adv=False, head=self.head)
             counts = res.counts
             dt = (time.perf_counter() - t0) / len(conds) + shared + t_clean / len(conds)
             for c in conds:
@@ -130,8 +140,9 @@ class BatchPipeline:
         return out
 
 
-def confusion_counts(y: torch.Tensor, pred: torch.Tensor) -> list[int]:
-    """The flattened K x K confusion matrix (rows = true grade) of one batch."""
-    k = NUM_GRADES
-    p = pred.clamp(0, k - 1)
-    return torch.bincount((y * k + p).cpu(), minlength=k * k).tolist()
+def confusion_counts(y: torch.Tensor, pred: torch.Tensor, k: int = NUM_GRADES) -> list[int]:
+    """The flattened K x K confusion matrix (rows = true label) of one batch. A decision
+    outside 0..K-1 (-1: non-finite output, which the caller reports) is never clamped into a
+    label: it is counted in no cell."""
+    ok = (pred >= 0) & (pred < k)
+    return torch.bincount((y[ok] * k + pred[ok]).cpu(), minlength=k * k).tolist()

@@ -39,21 +39,24 @@ class ModelInfo:
     arch: str | None
     input_size: tuple[int, int] | None
     preprocessing: Any                      # a preprocessing.Preprocessing
+    head: Any = None                        # a heads.Head
     meta: dict = field(default_factory=dict)
 
 
-def model_sha256(model: nn.Module, preprocessing: Any = None) -> str:
+def model_sha256(model: nn.Module, preprocessing: Any = None, head: Any = None) -> str:
     """sha256 of a model's identity as benchmarked: its weights (``weights_sha256`` of the
     state_dict, which includes a FundusClassifier's mean/std), its config (a FundusClassifier's
-    arch, classes, input size, ...) and the preprocessing that feeds it. Independent of device
-    and of the file format the model came from; the same weights fed differently are two
-    entries."""
+    arch, classes, input size, ...), the preprocessing that feeds it and the head that reads
+    it. Independent of device and of the file format the model came from; the same weights fed
+    or read differently are two entries."""
     from ..models import weights_sha256
     h = hashlib.sha256(weights_sha256(model.state_dict()).encode())
     cfg = model.config() if hasattr(model, "config") and callable(model.config) else \
         {"class": type(model).__name__}
     if preprocessing is not None:
         cfg = {**cfg, "preprocessing": preprocessing.identity()}
+    if head is not None:
+        cfg = {**cfg, "head": head.to_dict()}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -70,8 +73,12 @@ def demo_model_path() -> Path:
 
 def resolve_model(model: Any, arch: str | None = None, device: str | torch.device = "cpu",
                   name: str | None = None, trust_checkpoint: bool = False,
-                  preprocessing: Any = None) -> ModelInfo:
-    """``model`` (path, ``nn.Module`` or None for the demo model) -> :class:`ModelInfo`."""
+                  preprocessing: Any = None, head: Any = None,
+                  head_options: dict | None = None) -> ModelInfo:
+    """``model`` (path, ``nn.Module`` or None for the demo model) -> :class:`ModelInfo`; the
+    head is what the model declares (the library's checkpoints record it), else ``head``
+    (a name or a :class:`~robustbench_fundus.heads.Head`), else classification."""
+    from ..heads import check_output, resolve_head
     from ..preprocessing import resolve_preprocessing
 
     meta: dict[str, Any] = {}
@@ -81,7 +88,9 @@ def resolve_model(model: Any, arch: str | None = None, device: str | torch.devic
     if isinstance(model, (str, os.PathLike)):
         from ..models import file_sha256, load_model
         path = Path(model)
-        module = load_model(path, arch=arch, device=device, trust_checkpoint=trust_checkpoint)
+        module = load_model(path, arch=arch, device=device, trust_checkpoint=trust_checkpoint,
+                            head=head if isinstance(head, str) else None,
+                            head_options=head_options if isinstance(head, str) else None)
         meta["checkpoint"] = str(path)
         meta["file_sha256"] = file_sha256(path)
         default_name = path.stem
@@ -92,20 +101,24 @@ def resolve_model(model: Any, arch: str | None = None, device: str | torch.devic
         raise RBFError(f"model: expected a checkpoint path, an nn.Module or None (the demo "
                        f"model), got {type(model).__name__}")
     pre = resolve_preprocessing(module, preprocessing)
+    hd = resolve_head(module, head, head_options)
+    width = getattr(module, "num_classes", None)
+    if isinstance(width, int) and not isinstance(width, bool):
+        check_output(torch.zeros(1, width), hd)  # a width no head reads: a one-line error now
     size = pre.input_size
     for k in ("recipe", "data_fingerprint", "epochs"):
         if k in (getattr(module, "meta", None) or {}):
             meta[k] = module.meta[k]
-    return ModelInfo(module, model_sha256(module, pre), name or default_name,
+    return ModelInfo(module, model_sha256(module, pre, hd), name or default_name,
                      getattr(module, "arch", None),
-                     (int(size[0]), int(size[1])) if size is not None else None, pre, meta)
+                     (int(size[0]), int(size[1])) if size is not None else None, pre, hd, meta)
 
 
 # ------------------------------------------------------------------------------------------------
 # data
 # ------------------------------------------------------------------------------------------------
 class TensorItems(torch.utils.data.Dataset):
-    """``(x, y)`` tensors as a dataset of the bench's items."""
+    """``(x, y)`` tensors as a dataset of the bench's items (model input as it is)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
         self.x, self.y = x, y
@@ -123,8 +136,13 @@ class DataInfo:
     indices: list[int]            # dataset indices evaluated (after --limit)
     fingerprint: str
     name: str
-    tensor_input: bool = False
+    space: str = "photo"          # "photo" (working crops) | "model_input"
     meta: dict = field(default_factory=dict)
+
+    @property
+    def tensor_input(self) -> bool:
+        """The images are model input already (no geometry-based preprocessing)."""
+        return self.space == "model_input"
 
 
 def limit_indices(n: int, limit: int | None) -> list[int]:
@@ -146,20 +164,34 @@ def _h(*parts: Any) -> str:
 
 
 def resolve_data(data: Any, size: int, limit: int | None = None, cache_dir: Any = None,
-                 synthetic_n: int = DEFAULT_SYNTH_N) -> DataInfo:
-    """A folder, a dataset object, ``(x, y)`` tensors, ``"synthetic[:N]"`` or None (synthetic)."""
+                 synthetic_n: int = DEFAULT_SYNTH_N, space: str | None = None) -> DataInfo:
+    """A folder, ``"synthetic[:N]"`` or None (synthetic), the library's datasets, ``(x, y)``
+    tensors, or data a user already has (a Dataset of (image, grade) items, an ImageFolder, a
+    DataLoader, a list of (path, grade); see :mod:`robustbench_fundus.data.adapters`).
+
+    ``space``: ``"photo"`` (raw photographs: geometry, corruptions and the model's
+    preprocessing apply) or ``"model_input"`` (taken as the model's input); None: the type's
+    default: ``(x, y)`` tensors are model input, everything else photographs. Folders,
+    synthetic images, the library's datasets and lists of files are photographs only."""
+    from ..data.adapters import as_items, check_space
     from ..data.synth import SyntheticDataset, parse_synthetic_spec
 
+    space = check_space(space)
+    photo_only = "is read as photographs; data_space='model_input' does not apply"
     n_synth = synthetic_n if data is None else parse_synthetic_spec(data, default_n=synthetic_n)
     if n_synth is not None:
+        if space == "model_input":
+            raise RBFError(f"data: synthetic data {photo_only}")
         ds = SyntheticDataset(int(n_synth), size, seed=DEFAULT_SYNTH_SEED)
         idx = limit_indices(len(ds), limit)
         return DataInfo(ds, idx, ds.fingerprint(idx), f"synthetic:{n_synth}@{size}px",
                         meta={"kind": "synthetic", "seed": DEFAULT_SYNTH_SEED,
                               "n_total": int(n_synth), "size": size})
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        return _tensor_data(data[0], data[1], limit)
+        return _tensor_data(data[0], data[1], limit, space or "model_input", size)
     if isinstance(data, (str, os.PathLike)):
+        if space == "model_input":
+            raise RBFError(f"--data {data}: a folder {photo_only}")
         from ..data import FundusDataset, read_records
         root = Path(data)
         if not root.exists():
@@ -174,16 +206,44 @@ def resolve_data(data: Any, size: int, limit: int | None = None, cache_dir: Any 
                         meta={"kind": "folder", "root": str(root), "layout": rs.layout,
                               "n_total": len(records), "size": size,
                               "unreadable": len(getattr(rs, "unreadable", []) or [])})
-    if isinstance(data, torch.utils.data.Dataset) or (
-            hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return _dataset_data(data, limit)
-    raise RBFError(f"data: expected a folder, \"synthetic:N\", a dataset or (x, y) tensors, got "
-                   f"{type(data).__name__}")
+    base = data.dataset if _is_plain_loader(data) else data
+    if _is_library_dataset(base):   # items are working crops already
+        if space == "model_input":
+            raise RBFError(f"data: a {type(base).__name__} {photo_only}")
+        idx = limit_indices(len(base), limit)
+        return DataInfo(base, idx, str(base.fingerprint(idx)), f"{type(base).__name__}:"
+                        f"{len(idx)}", meta={"kind": "dataset", "class": type(base).__name__})
+    space = space or "photo"
+    ds, name = as_items(data, space, size)
+    idx = limit_indices(len(ds), limit)
+    return DataInfo(ds, idx, str(ds.fingerprint(idx)), f"{name}:{len(idx)}", space,
+                    meta={"kind": "dataset", "class": type(data).__name__, "space": space,
+                          **({"size": size} if space == "photo" else {})})
 
 
-def _tensor_data(x: torch.Tensor, y: Any, limit: int | None) -> DataInfo:
+def _is_library_dataset(ds: Any) -> bool:
+    from ..data import FundusDataset
+    from ..data.synth import SyntheticDataset
+    return isinstance(ds, (FundusDataset, SyntheticDataset))
+
+
+def _is_plain_loader(data: Any) -> bool:
+    """A DataLoader over one of the library's datasets in order (its items are used as they
+    are)."""
+    if not isinstance(data, torch.utils.data.DataLoader):
+        return False
+    return _is_library_dataset(data.dataset) and isinstance(
+        getattr(data, "sampler", None), torch.utils.data.SequentialSampler)
+
+
+def _tensor_data(x: torch.Tensor, y: Any, limit: int | None, space: str, size: int
+                 ) -> DataInfo:
     x = x.detach().cpu()
-    y = torch.as_tensor(y).detach().cpu().long().reshape(-1)
+    y = torch.as_tensor(y).detach().cpu().reshape(-1)
+    if y.is_floating_point():
+        if not torch.equal(y, y.round()):
+            raise RBFError("data: labels y must be whole grades 0-4, got fractions")
+    y = y.long()
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] != y.shape[0]:
         raise RBFError(f"data: expected x (N,3,H,W) and y (N,), got {tuple(x.shape)} and "
                        f"{tuple(y.shape)}")
@@ -194,31 +254,19 @@ def _tensor_data(x: torch.Tensor, y: Any, limit: int | None) -> DataInfo:
         raise RBFError("data: x must be in [0,1] (model-input space, before normalisation)")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= NUM_GRADES):
         raise RBFError(f"data: labels must be grades 0..{NUM_GRADES - 1}")
-    ds = TensorItems(x, y)
+    if space == "photo":  # photographs given as tensors: working crops, the full flow
+        from ..data.adapters import ItemsView
+        ds: Any = ItemsView(torch.utils.data.TensorDataset(x, y), "photo", size,
+                            name="tensors")
+    else:
+        ds = TensorItems(x, y)
     idx = limit_indices(len(ds), limit)
     hx = hashlib.blake2b(digest_size=8)
     hx.update(x[idx].contiguous().numpy().tobytes())
     hx.update(y[idx].numpy().tobytes())
-    return DataInfo(ds, idx, "tensors-" + hx.hexdigest(), f"tensors:{len(idx)}",
-                    tensor_input=True, meta={"kind": "tensors", "shape": list(x.shape)})
-
-
-def _dataset_data(data: Any, limit: int | None) -> DataInfo:
-    """A dataset object: its own ``fingerprint(indices)`` when it has one (the library's
-    datasets do), else its class, size and the labels of the evaluated items."""
-    idx = limit_indices(len(data), limit)
-    fp_fn = getattr(data, "fingerprint", None)
-    if callable(fp_fn):
-        fp = str(fp_fn(idx))
-    else:
-        labels = getattr(data, "labels", None)
-        if labels is not None:
-            labels = [int(labels[i]) for i in idx]
-        else:
-            labels = [int(data[i]["label"]) for i in idx]
-        fp = _h(type(data).__qualname__, len(data), tuple(idx), tuple(labels))
-    return DataInfo(data, idx, fp, f"{type(data).__name__}:{len(idx)}",
-                    meta={"kind": "dataset", "class": type(data).__name__})
+    hx.update(f"{space}|{size if space == 'photo' else ''}".encode())
+    return DataInfo(ds, idx, "tensors-" + hx.hexdigest(), f"tensors:{len(idx)}", space,
+                    meta={"kind": "tensors", "shape": list(x.shape), "space": space})
 
 
 # ------------------------------------------------------------------------------------------------

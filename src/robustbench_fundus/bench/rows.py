@@ -35,11 +35,16 @@ def finalize_row(cond: Condition, counts: Sequence[int], seconds: float, extra: 
                    robust_accuracy=None if math.isnan(a.robust_accuracy) else a.robust_accuracy,
                    metrics={"sanity": dict(zip(ATTACK_SANITY, san))})
     else:
-        cm = np.asarray(counts[:NUM_GRADES * NUM_GRADES], dtype=np.int64).reshape(
-            NUM_GRADES, NUM_GRADES)
+        k = cond.n_labels
+        cm = np.asarray(counts[:k * k], dtype=np.int64).reshape(k, k)
         m = ClassificationMetrics.from_confusion(cm)
-        row.update(n=m.n, accuracy=_none(m.accuracy), balanced_accuracy=_none(m.balanced_accuracy),
-                   kappa=_none(m.kappa), confusion=cm.tolist())
+        if k == NUM_GRADES:
+            row.update(n=m.n, accuracy=_none(m.accuracy),
+                       balanced_accuracy=_none(m.balanced_accuracy), kappa=_none(m.kappa),
+                       confusion=cm.tolist())
+        else:  # a referral decision: five-grade metrics do not exist for it
+            row.update(n=m.n, accuracy=None, balanced_accuracy=None, kappa=None,
+                       confusion=cm.tolist())
     return row
 
 
@@ -58,6 +63,9 @@ def build_report(rows: dict[str, dict], conditions: list[Condition]) -> tuple[
     if "clean" in rows:
         r = rows["clean"]
         clean = CleanResult.from_confusion(r["confusion"], r.get("seconds") or 0.0)
+        if len(r["confusion"]) != NUM_GRADES:  # a referral decision: no five-grade metrics
+            clean.accuracy = clean.balanced_accuracy = clean.kappa = float("nan")
+            clean.per_class_recall = []
     cors, atks = [], []
     for c in conditions:
         r = rows.get(c.key)

@@ -90,7 +90,8 @@ def _saliency_part(pipe: BatchPipeline, di, idx: list[int], cond: Condition, see
     ids = [int(i) for i in batch["index"].tolist()]
     out = saliency_scores(pipe.m, x, batch["label"].to(pipe.device), lesion,
                           fundus.to(pipe.device), steps=int(cond.steps),
-                          baseline=cond.baseline, seed=seed, method=cond.name, sample_ids=ids)
+                          baseline=cond.baseline, seed=seed, method=cond.name, sample_ids=ids,
+                          head=pipe.head)
     per = out["per_sample"]
 
     def _vals(a) -> list:

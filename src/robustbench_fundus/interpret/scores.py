@@ -163,9 +163,16 @@ def saliency_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor | Sequenc
                     baseline: BaselineSpec = "black", seed: int = 0, method: str = "ig",
                     points: int = DEFAULT_POINTS, sample_ids=None,
                     internal_batch_size: int | None = None,
-                    random_control: bool = True) -> dict[str, Any]:
+                    random_control: bool = True, head: Any = None) -> dict[str, Any]:
     """Saliency scores of ``model`` on images ``x`` (B,3,H,W in [0,1], model-input space) with
     true grades ``y``; attributions are for the true class.
+
+    ``head`` (a :class:`robustbench_fundus.heads.Head`, None: classification): for the other
+    heads integrated gradients attribute the head's score (the grade score of a regression
+    head, the expected grade of an ordinal one, the referable logit of a binary one:
+    :meth:`~robustbench_fundus.heads.Head.saliency_score`) and the deletion curve tracks the
+    softmax of the head's class view at the true label (for a binary head, the probability of
+    the right referral decision).
 
     ``lesion_masks``/``fundus_masks``: (B,1,H,W) or (B,H,W) bool/float, optional (shares are
     NaN/None without them). ``random_control`` also runs the deletion curve with a seeded random
@@ -186,11 +193,17 @@ def saliency_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor | Sequenc
         raise RBFError(f"{y.numel()} labels for {B} images")
     ids = list(range(B)) if sample_ids is None else [int(i) for i in sample_ids]
     base = make_baseline(x, baseline, seed=seed, sample_ids=ids)
-    attr, delta = attribute(model, x, y, method=method, baseline=base, steps=steps,
+    grades = y
+    score_model, view_model, t_attr = model, model, y
+    if head is not None and head.name != "classification":
+        score_model, view_model = _HeadScore(model, head), _HeadView(model, head)
+        t_attr = torch.zeros_like(y)          # the single score
+        y = head.labels(y)                    # the deletion curve's label
+    attr, delta = attribute(score_model, x, t_attr, method=method, baseline=base, steps=steps,
                             internal_batch_size=internal_batch_size, return_delta=True)
     heat = heatmap(attr, "positive")
     nan = torch.full((B,), float("nan"))
-    per: dict[str, Any] = {"target": y.cpu().numpy()}
+    per: dict[str, Any] = {"target": grades.cpu().numpy()}
 
     if lesion_masks is not None:
         lm = lesion_masks.reshape(B, 1, H, W) if lesion_masks.dim() != 4 else lesion_masks
@@ -209,7 +222,7 @@ def saliency_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor | Sequenc
     else:
         per["disc_share"] = nan.numpy()
 
-    fr, curve = deletion_curve(model, x, y, heat, base, points,
+    fr, curve = deletion_curve(view_model, x, y, heat, base, points,
                                batch_size=internal_batch_size)
     per["prob"] = curve[:, 0].cpu().numpy()
     per["deletion_curve"] = curve.cpu().numpy()
@@ -218,14 +231,14 @@ def saliency_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor | Sequenc
     if random_control:
         from ..seeding import per_sample_uniform
         rnd = per_sample_uniform(seed, "interpret.random_order", ids, H * W, device=x.device)
-        _, rcurve = deletion_curve(model, x, y, rnd.view(B, H, W), base, points,
+        _, rcurve = deletion_curve(view_model, x, y, rnd.view(B, H, W), base, points,
                                    batch_size=internal_batch_size)
         per["deletion_auc_random"] = curve_area(fr, rcurve).cpu().numpy()
 
     if method == "ig":
-        with torch.no_grad(), eval_mode(model):
-            lx = _gather_logits(model, x, y, internal_batch_size)
-            lb = _gather_logits(model, base, y, internal_batch_size)
+        with torch.no_grad(), eval_mode(score_model):
+            lx = _gather_logits(score_model, x, t_attr, internal_batch_size)
+            lb = _gather_logits(score_model, base, t_attr, internal_batch_size)
         gap = (lx - lb).abs()
         rel = delta.abs().cpu() / gap.cpu().clamp_min(1e-6)
         per["ig_delta"] = rel.numpy()
@@ -237,6 +250,31 @@ def saliency_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor | Sequenc
     out.update(summarize_saliency(per))
     out["per_sample"] = per
     return out
+
+
+class _HeadScore(nn.Module):
+    """The model's head score as a (B, 1) output (what integrated gradients attribute)."""
+
+    def __init__(self, model: nn.Module, head: Any):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return self.head.saliency_score(out, torch.zeros(out.shape[0], dtype=torch.long,
+                                                         device=out.device))[:, None]
+
+
+class _HeadView(nn.Module):
+    """The model's head class view (B, labels): its softmax at the true label is what a
+    deletion curve tracks."""
+
+    def __init__(self, model: nn.Module, head: Any):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head.class_view(self.model(x))
 
 
 def _gather_logits(model, x, y, batch_size):

@@ -30,6 +30,20 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0 if info["loads"] else 1
 
 
+def _head_text(info: dict) -> str:
+    fit = info.get("heads_that_fit")
+    if info.get("head"):
+        src = "from the file" if info.get("head_source") == "metadata" else \
+            f"assumed for {info['num_classes']} outputs; --head to read it otherwise"
+        return f"{info['head']} ({src})"
+    if fit:
+        return f"not declared; {info['num_classes']} outputs fit {', '.join(fit)}: pass --head"
+    if info.get("num_classes") is not None:
+        return (f"none fits {info['num_classes']} outputs (classification 5, regression 1, "
+                "ordinal 4, binary 1 or 2)")
+    return "?"
+
+
 def format_inspect(info: dict) -> str:
     def size(v):
         return f"{v[0]}x{v[1]}" if v else "?"
@@ -50,7 +64,8 @@ def format_inspect(info: dict) -> str:
         ("file", info["path"]),
         ("format", info["format_label"] or "?"),
         ("architecture", arch),
-        ("classes", info["num_classes"] if info["num_classes"] is not None else "?"),
+        ("outputs", info["num_classes"] if info["num_classes"] is not None else "?"),
+        ("head", _head_text(info)),
         ("parameters", params),
         ("input size", size(info["input_size"])),
         ("preprocessing", info["preprocessing"] or "?"),

@@ -179,15 +179,22 @@ def get_spec(arch: str) -> ModelSpec:
     raise RBFError(f"unknown architecture {arch!r} (neither registered nor a timm model){hint}")
 
 
-def create_model(arch: str, num_classes: int = NUM_CLASSES, **kw: Any) -> FundusClassifier:
+def create_model(arch: str, num_classes: int | None = None, **kw: Any) -> FundusClassifier:
     """Build ``arch`` (random init unless ``pretrained=True``) wrapped in a FundusClassifier.
 
     Wrapper keywords: ``input_size``, ``mean``, ``std``, ``label_names``, ``preprocessing``
-    (default: the spec's), ``meta``; every other keyword goes to the architecture's builder
-    (e.g. ``drop_rate``)."""
+    (default: the spec's), ``head`` (default ``"classification"``; see
+    :mod:`robustbench_fundus.heads`) and ``head_options``, ``meta``; every other keyword goes to
+    the architecture's builder (e.g. ``drop_rate``). ``num_classes``: the output width
+    (default: the head's, 5 for classification, 1 for regression and binary, 4 for ordinal)."""
     spec = get_spec(arch)
     wrap = {k: kw.pop(k) for k in ("input_size", "mean", "std", "label_names", "preprocessing",
-                                   "meta") if k in kw}
+                                   "meta", "head", "head_options") if k in kw}
+    if num_classes is None:
+        from ..heads import head_width, make_head
+        num_classes = head_width(make_head(wrap.get("head") or "classification",
+                                           **(wrap.get("head_options") or {})))
+    wrap.setdefault("head", "auto")
     backbone = spec.build(num_classes=num_classes, **kw)
     return FundusClassifier(backbone, arch=spec.name, num_classes=num_classes,
                             input_size=wrap.pop("input_size", spec.input_size),

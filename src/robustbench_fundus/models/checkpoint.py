@@ -51,8 +51,8 @@ CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "state_dict_ema", "
                   "model_ema", "net", "network")
 EMA_KEYS = ("state_dict_ema", "ema", "model_ema")
 PREFIXES = ("module.", "_orig_mod.", "backbone.")
-CONFIG_FIELDS = ("arch", "num_classes", "label_names", "input_size", "mean", "std",
-                 "preprocessing")
+CONFIG_FIELDS = ("arch", "num_classes", "head", "head_options", "label_names", "input_size",
+                 "mean", "std", "preprocessing")
 _FILE_FIELDS = ("format", "format_version", "weights_sha256")  # facts about one file
 _STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 TRUST_HINT = ("pass --trust-checkpoint (trust_checkpoint=True) only if you trust its source, "
@@ -344,14 +344,14 @@ def guess_arch(sd: dict[str, torch.Tensor]) -> tuple[str | None, list[tuple[str,
 
 def check_state_dict(sd: dict[str, torch.Tensor], arch: str, num_classes: int = NUM_CLASSES,
                      path: str | os.PathLike = "checkpoint") -> None:
-    """Raise a one-line CheckpointError if ``sd`` does not fit ``arch`` with ``num_classes``."""
+    """Raise a one-line CheckpointError if ``sd`` does not fit ``arch`` with ``num_classes``
+    outputs."""
     sig = signature(arch, num_classes)
     head = _head_key(arch, sig)
     if head and head in sd and sd[head].dim() == 2 and sd[head].shape[0] != sig[head][0]:
         raise CheckpointError(
-            f"{path}: checkpoint head has {sd[head].shape[0]} classes; this benchmark needs "
-            f"{num_classes} ({head} is {tuple(sd[head].shape)}); fine-tune or replace the head "
-            f"for {num_classes} DR grades first")
+            f"{path}: checkpoint has {sd[head].shape[0]} outputs where {num_classes} were "
+            f"expected ({head} is {tuple(sd[head].shape)})")
     missing = [k for k in sig if k not in sd]
     unexpected = [k for k in sd if k not in sig]
     if missing or unexpected:
@@ -406,14 +406,44 @@ def _resolve_arch(raw: RawCheckpoint, arch: str | None) -> tuple[str | None, str
 
 
 # -- loading ---------------------------------------------------------------------------------------
+def _declared_head(raw: RawCheckpoint, head: str | None, head_options: dict | None
+                   ) -> tuple[str | None, dict]:
+    """The head a checkpoint is read with: given, recorded in the library's metadata (files
+    written before heads were recorded are classifiers), or None (not declared)."""
+    if head is not None:
+        return head, dict(head_options or {})
+    if raw.format == "rbf":
+        m = raw.metadata
+        return (m.get("head", "classification") if "head" in m else "classification",
+                dict(m.get("head_options") or {}))
+    return None, dict(head_options or {})
+
+
+def _check_head_width(path: Path, head: str | None, opts: dict, width: int | None) -> None:
+    if head is None or width is None:
+        return
+    from ..heads import check_output, make_head
+    try:
+        check_output(torch.zeros(1, int(width)), make_head(head, **opts))
+    except RBFError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
 def load_model(path: str | os.PathLike, arch: str | None = None, trust_checkpoint: bool = False,
-               device: str | torch.device = "cpu", *, num_classes: int = NUM_CLASSES,
+               device: str | torch.device = "cpu", *, num_classes: int | None = None,
+               head: str | None = None, head_options: dict | None = None,
                prefer_ema: bool = False) -> FundusClassifier:
     """Load any supported checkpoint into an eval-mode :class:`FundusClassifier` on ``device``.
 
+    The output width comes from the file (its metadata, or the classifier weights), ``head``
+    (see :mod:`robustbench_fundus.heads`) from the argument, else from the library's metadata;
+    a foreign file's head is left undeclared (None: the benchmark then reads it as a classifier
+    and refuses a width that does not fit, naming the heads that would).
+
     Errors are :class:`~robustbench_fundus.errors.CheckpointError` / ``RBFError`` with a one-line
     message (missing file, not a checkpoint, unsafe pickle, unknown or unidentifiable
-    architecture, wrong head size, missing/unexpected keys, NaN/inf weights)."""
+    architecture, a head that does not fit the width, missing/unexpected keys, NaN/inf
+    weights)."""
     path = Path(path)
     raw = read_checkpoint(path, trust_checkpoint=trust_checkpoint, map_location="cpu",
                           prefer_ema=prefer_ema)
@@ -425,25 +455,36 @@ def load_model(path: str | os.PathLike, arch: str | None = None, trust_checkpoin
         if want and weights_sha256(raw.state_dict) != want:
             raise CheckpointError(f"{path}: weights do not match the sha256 in its metadata; the "
                                   "file was modified or damaged")
+    head, head_opts = _declared_head(raw, head, head_options)
     if name is None:
         if raw.module is not None:  # TorchScript or trusted pickled module of unknown arch
             backbone = raw.module
-            model = FundusClassifier(backbone, arch=f"{raw.format}:{type(backbone).__name__}",
-                                     num_classes=num_classes, **_wrapper_kw(raw, None))
+            width = num_classes or NUM_CLASSES
+            _check_head_width(path, head, head_opts, num_classes)
+            kw = _wrapper_kw(raw, None)
+            try:
+                model = FundusClassifier(backbone, arch=f"{raw.format}:{type(backbone).__name__}",
+                                         num_classes=width, head=head, head_options=head_opts,
+                                         **kw)
+            except ValueError as exc:
+                raise CheckpointError(f"{path}: {exc}; pass num_classes or --head") from None
             model.meta["loaded_from"] = _provenance(raw, None)
             return model.to(device).eval()
         best = ", ".join(f"{n} {f:.0%}" for n, f in cands[:2] if f > 0)
         hint = f" (closest: {best})" if best else ""
         raise CheckpointError(f"{path}: cannot tell which architecture these weights are for"
                               f"{hint}; pass --arch NAME (see `rbf list models`)")
-    n_cls = int(meta.get("num_classes", num_classes)) if source == "metadata" else num_classes
-    if n_cls != num_classes:
-        raise CheckpointError(f"{path}: checkpoint head has {n_cls} classes; this benchmark needs "
-                              f"{num_classes}")
-    check_state_dict(raw.state_dict, name, num_classes, path)
+    width = meta.get("num_classes") if raw.format == "rbf" else None
+    width = int(width or _head_classes(raw.state_dict, name) or NUM_CLASSES)
+    if num_classes is not None and int(num_classes) != width:
+        raise CheckpointError(f"{path}: checkpoint has {width} outputs; {num_classes} were "
+                              "asked for")
+    _check_head_width(path, head, head_opts, width)
+    check_state_dict(raw.state_dict, name, width, path)
     kw = _wrapper_kw(raw, name)
     extra = {k: v for k, v in meta.items() if k not in CONFIG_FIELDS + _FILE_FIELDS}
-    model = create_model(name, num_classes=num_classes, meta=extra, **kw)
+    model = create_model(name, num_classes=width, meta=extra, head=head,
+                         head_options=head_opts, **kw)
     model.backbone.load_state_dict(raw.state_dict, strict=True)
     model.meta["loaded_from"] = _provenance(raw, source)
     return model.to(device).eval()
@@ -543,6 +584,7 @@ def inspect_checkpoint(path: str | os.PathLike, arch: str | None = None,
     _sniff(path)  # raises on missing / not-a-checkpoint
     info: dict[str, Any] = {"path": str(path), "format": None, "format_label": None,
                             "arch": None, "arch_source": None, "num_classes": None,
+                            "head": None, "head_source": None, "heads_that_fit": None,
                             "num_params": None, "input_size": None, "mean": None, "std": None,
                             "preprocessing": None, "file_sha256": file_sha256(path),
                             "weights_sha256": None, "safe": None, "loads": False, "error": None,
@@ -572,6 +614,15 @@ def inspect_checkpoint(path: str | os.PathLike, arch: str | None = None,
         info["candidates"] = cands[:3]
     m = raw.metadata if raw.format == "rbf" else {}
     info["num_classes"] = m.get("num_classes") or _head_classes(raw.state_dict, name)
+    from ..heads import fitting_heads
+    declared, _ = _declared_head(raw, None, None)
+    width = info["num_classes"]
+    if width is not None:
+        info["heads_that_fit"] = fitting_heads(int(width))
+    if declared is not None:
+        info["head"], info["head_source"] = declared, "metadata"
+    elif width is not None and "classification" in fitting_heads(int(width)):
+        info["head"], info["head_source"] = "classification", "assumed"
     if name:
         spec = get_spec(name)
         info["input_size"] = list(m.get("input_size") or spec.input_size)
@@ -585,7 +636,10 @@ def inspect_checkpoint(path: str | os.PathLike, arch: str | None = None,
                 raise CheckpointError(f"{path}: cannot tell which architecture these weights are "
                                       "for; pass --arch NAME")
         else:
-            check_state_dict(raw.state_dict, name, NUM_CLASSES, path)
+            check_state_dict(raw.state_dict, name, int(width or NUM_CLASSES), path)
+        if width is not None and not info["heads_that_fit"]:
+            raise CheckpointError(f"{path}: {width} outputs per image: no head fits "
+                                  "(classification 5, regression 1, ordinal 4, binary 1 or 2)")
         if raw.format == "rbf" and m.get("weights_sha256") not in (None, info["weights_sha256"]):
             raise CheckpointError(f"{path}: weights do not match the sha256 in its metadata")
         info["loads"] = True

@@ -29,10 +29,15 @@ class FundusClassifier(nn.Module):
 
     Attributes: ``backbone`` (an ``nn.Module`` mapping normalised images to logits), ``mean`` and
     ``std`` (buffers of shape (1, 3, 1, 1), so they follow ``.to(device)``), ``input_size``
-    (H, W), ``num_classes``, ``label_names``, ``preprocessing`` (the preprocessing the model
-    expects its input to have had, default ``"graham"``), ``arch`` (registry name) and ``meta``
-    (free-form provenance: training recipe, data fingerprint, metrics, ...; written into the
-    checkpoint by :func:`~robustbench_fundus.models.save_checkpoint`).
+    (H, W), ``num_classes`` (the output width), ``head`` (how the outputs are read:
+    ``"classification"``, ``"regression"``, ``"ordinal"``, ``"binary"``, see
+    :mod:`robustbench_fundus.heads`; the default ``"auto"`` means classification for five
+    outputs and not declared (None) otherwise, e.g. weights loaded from a foreign file) and
+    ``head_options`` (e.g. regression thresholds), ``label_names``, ``preprocessing``
+    (the preprocessing the model expects its input to have had, default ``"graham"``), ``arch``
+    (registry name) and ``meta`` (free-form provenance: training recipe, data fingerprint,
+    metrics, ...; written into the checkpoint by
+    :func:`~robustbench_fundus.models.save_checkpoint`).
     """
 
     def __init__(self, backbone: nn.Module, *, arch: str, num_classes: int = NUM_CLASSES,
@@ -40,7 +45,8 @@ class FundusClassifier(nn.Module):
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  label_names: Sequence[str] | None = None,
                  preprocessing: str = DEFAULT_ENHANCEMENT,
-                 meta: dict[str, Any] | None = None):
+                 meta: dict[str, Any] | None = None, head: str | None = "auto",
+                 head_options: dict[str, Any] | None = None):
         super().__init__()
         if isinstance(input_size, int):
             input_size = (input_size, input_size)
@@ -52,9 +58,19 @@ class FundusClassifier(nn.Module):
         self.arch = str(arch)
         self.num_classes = int(num_classes)
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        if head == "auto":  # a five-logit model is a classifier; other widths: not declared
+            head = "classification" if self.num_classes == NUM_GRADES else None
+        self.head = None if head is None else str(head)
+        self.head_options = dict(head_options or {})
+        if self.head is not None:
+            from ..heads import make_head
+            h = make_head(self.head, **self.head_options)   # validates name and options
+            if self.num_classes not in h.widths:
+                raise ValueError(f"a {h.name} head has {' or '.join(map(str, h.widths))} "
+                                 f"outputs, not {self.num_classes}")
+            self.head_options = h.options()
         if label_names is None:
-            label_names = GRADE_NAMES if self.num_classes == len(GRADE_NAMES) else \
-                tuple(f"class_{i}" for i in range(self.num_classes))
+            label_names = _default_label_names(self.head, self.num_classes)
         if len(label_names) != self.num_classes:
             raise ValueError(f"{len(label_names)} label names for {self.num_classes} classes")
         self.label_names = tuple(str(n) for n in label_names)
@@ -75,7 +91,9 @@ class FundusClassifier(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (B, num_classes) for [0, 1] input (no gradient)."""
+        """Softmax of the outputs (B, num_classes) for [0, 1] input (no gradient): class
+        probabilities for a classification head (other heads: see
+        :meth:`robustbench_fundus.heads.Head.grade_probs`)."""
         return torch.softmax(self(x).float(), dim=1)
 
     @property
@@ -92,9 +110,25 @@ class FundusClassifier(nn.Module):
             "mean": [round(float(v), 6) for v in self.mean.flatten().tolist()],
             "std": [round(float(v), 6) for v in self.std.flatten().tolist()],
             "preprocessing": self.preprocessing,
+            "head": self.head,
+            "head_options": dict(self.head_options),
         }
 
     def extra_repr(self) -> str:
         h, w = self.input_size
-        return (f"arch={self.arch!r}, num_classes={self.num_classes}, input_size={h}x{w}, "
-                f"preprocessing={self.preprocessing!r}")
+        return (f"arch={self.arch!r}, num_classes={self.num_classes}, head={self.head!r}, "
+                f"input_size={h}x{w}, preprocessing={self.preprocessing!r}")
+
+
+def _default_label_names(head: str | None, n: int) -> tuple[str, ...]:
+    """Names of the outputs: the grades for a classification head, the score, the cumulative
+    thresholds, the referral decision."""
+    if n == len(GRADE_NAMES) and head in (None, "classification"):
+        return GRADE_NAMES
+    if head == "regression":
+        return ("grade_score",)
+    if head == "ordinal":
+        return tuple(f"grade_above_{k}" for k in range(n))
+    if head == "binary":
+        return ("referable",) if n == 1 else ("not_referable", "referable")
+    return tuple(f"class_{i}" for i in range(n))

@@ -46,6 +46,18 @@ def register(subparsers) -> None:
     p.add_argument("--eps", default="2.5/255", help="adversarial recipe: PGD radius in pixel "
                    "units, e.g. 2.5/255 (default)")
     p.add_argument("--steps", type=int, default=5, help="adversarial recipe: PGD steps (5)")
+    p.add_argument("--adv-mode", default="madry", choices=["madry", "early-stop"],
+                   help="adversarial recipe: madry (default: PGD on every sample for all steps, "
+                        "as Madry et al. train) or early-stop (only clean-correct samples, each "
+                        "stopped at its first break)")
+    p.add_argument("--head", default="classification",
+                   choices=["classification", "regression", "ordinal", "binary"],
+                   help="the model's head and loss: 5 logits + cross-entropy (default), 1 score "
+                        "+ MSE, 4 cumulative logits + binary cross-entropies, referable DR "
+                        "(1 logit) + binary cross-entropy")
+    p.add_argument("--head-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="head option: thresholds=0.5,1.5,2.5,3.5 (regression), threshold=2 "
+                        "(binary)")
     p.add_argument("--adv-weight", type=float, default=0.5,
                    help="adversarial recipe: loss = (1-w) clean + w adversarial (default 0.5)")
     p.add_argument("--epochs", type=int, default=10)
@@ -85,6 +97,7 @@ def register(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace):
     from .augment import AugmentConfig
+    from ..heads import parse_head_options
     from .config import TrainConfig
 
     return TrainConfig(
@@ -92,7 +105,8 @@ def config_from_args(args: argparse.Namespace):
         severities=args.severities,
         corruptions=tuple(args.corruptions) if args.corruptions else None,
         corruption_prob=args.corruption_prob, eps=args.eps, steps=args.steps,
-        adv_weight=args.adv_weight, epochs=args.epochs, size=args.size,
+        adv_weight=args.adv_weight, adv_mode=args.adv_mode, head=args.head,
+        head_options=parse_head_options(args.head_opt), epochs=args.epochs, size=args.size,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         balance=args.balance, val_fraction=args.val_fraction,
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(), seed=args.seed,

@@ -9,6 +9,7 @@ from .augment import AugmentConfig
 
 RECIPES = ("baseline", "corruption", "adversarial")
 BALANCE = ("none", "sampler", "loss")
+ADV_MODES = ("madry", "early-stop")
 
 
 @dataclass
@@ -26,6 +27,8 @@ class TrainConfig:
     arch: str = "tiny_cnn"
     data: str = "synthetic"
     recipe: str = "baseline"
+    head: str = "classification"   # classification | regression | ordinal | binary
+    head_options: dict = field(default_factory=dict)  # thresholds (regression), threshold
     out: str = "model.safetensors"
     epochs: int = 10
     size: int | None = None
@@ -45,6 +48,7 @@ class TrainConfig:
     eps: float = 2.5 / 255
     steps: int = 5
     adv_weight: float = 0.5
+    adv_mode: str = "madry"        # "madry" (every sample, every step) | "early-stop"
     # augmentation
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # machinery
@@ -59,6 +63,9 @@ class TrainConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        from ..heads import make_head
+        h = make_head(self.head, **dict(self.head_options or {}))  # one-line error if bad
+        self.head, self.head_options = h.name, h.options()
         if self.recipe not in RECIPES:
             raise RBFError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         if self.balance not in BALANCE:
@@ -67,6 +74,9 @@ class TrainConfig:
             raise RBFError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise RBFError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.adv_mode not in ADV_MODES:
+            raise RBFError(f"--adv-mode must be one of {', '.join(ADV_MODES)}, got "
+                           f"{self.adv_mode!r}")
         if not 0.0 <= self.adv_weight <= 1.0:
             raise RBFError(f"--adv-weight must be in [0, 1], got {self.adv_weight}")
         if isinstance(self.eps, str):  # the CLI spelling, read by the attack stage's parser

@@ -25,12 +25,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import __version__
 from ..distributed import Dist
 from ..errors import CheckpointError, RBFError
-from ..grades import NUM_GRADES
 from ..metrics import ClassificationMetrics, confusion_matrix
 from ..seeding import derive_seed
 from .config import TrainConfig
@@ -134,17 +132,22 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> Non
 # -- evaluation -----------------------------------------------------------------------------------
 @torch.no_grad()
 def validate(model: torch.nn.Module, pipe: BatchPipeline, loader, device: torch.device,
-             d: Dist, amp_dtype: torch.dtype | None) -> ClassificationMetrics:
-    """Metrics on the (sharded) validation loader, summed over ranks. Model left in eval mode."""
+             d: Dist, amp_dtype: torch.dtype | None, head=None) -> ClassificationMetrics:
+    """Metrics on the (sharded) validation loader, summed over ranks, of the head's decisions
+    (grades; the referral decision for a binary head). Model left in eval mode."""
+    from ..heads import make_head
+    head = head or make_head("classification")
     model.eval()
-    cm = torch.zeros(NUM_GRADES, NUM_GRADES, dtype=torch.long)
+    k = head.n_labels
+    cm = torch.zeros(k, k, dtype=torch.long)
     for batch in loader:
         x = pipe.inputs(batch["image"], batch["draw"], train=False)
         with _autocast(device, amp_dtype):
             logits = model(x)
-        pred = logits.float().argmax(1).cpu()
-        cm += torch.as_tensor(confusion_matrix(batch["label"].numpy(), pred.numpy(),
-                                               num_classes=NUM_GRADES))
+        pred = head.decode(logits.float()).cpu()
+        y = head.labels(batch["label"])
+        cm += torch.as_tensor(confusion_matrix(y.numpy(), pred.clamp(0, k - 1).numpy(),
+                                               num_classes=k))
     cm = d.sum_(cm)
     return ClassificationMetrics.from_confusion(cm.numpy())
 
@@ -209,8 +212,11 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, t0: float,
                  f"{f' x{d.world} processes' if d.world > 1 else ''}; {data.description}; "
                  f"train grades {counts.tolist()}")
 
+    from ..heads import make_head
+    head = make_head(cfg.head, **cfg.head_options)
     torch.manual_seed(derive_seed(cfg.seed, "init"))  # inside fork_rng: caller's state untouched
-    model = create_model(cfg.arch, input_size=size)
+    model = create_model(cfg.arch, input_size=size, head=head.name,
+                         head_options=head.options())
     model.to(device)
     amp_dtype = None
     use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
@@ -233,7 +239,9 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, t0: float,
     warm = int(round(cfg.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, warm))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    loss_weight = class_weights(data.train_labels).to(device) if cfg.balance == "loss" else None
+    # class balance in the head's label space (grades; referable / not for a binary head)
+    loss_weight = class_weights(head.labels(data.train_labels), head.n_labels).to(device) \
+        if cfg.balance == "loss" else None
 
     start_epoch, step, history = 0, 0, []
     best: dict[str, Any] = {"epoch": 0, "metrics": None}
@@ -277,7 +285,7 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, t0: float,
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 stopped = True
                 break
-            y = batch["label"].to(device)
+            y = head.labels(batch["label"].to(device))
             x = pipe.inputs(batch["image"], batch["draw"], train=True, epoch=epoch)
             x_adv = None
             if cfg.recipe == "adversarial" and cfg.adv_weight > 0:
@@ -285,10 +293,10 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, t0: float,
                 model.train()
             with _autocast(device, amp_dtype):
                 logits = model(x)
-                loss_clean = F.cross_entropy(logits.float(), y, weight=loss_weight)
+                loss_clean = head.train_loss(logits.float(), y, loss_weight)
                 loss = loss_clean
                 if x_adv is not None:
-                    loss_adv = F.cross_entropy(model(x_adv).float(), y, weight=loss_weight)
+                    loss_adv = head.train_loss(model(x_adv).float(), y, loss_weight)
                     loss = (1.0 - cfg.adv_weight) * loss_clean + cfg.adv_weight * loss_adv
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -309,7 +317,7 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, t0: float,
                             torch.tensor(float(seen), dtype=torch.float64)])
         sums = d.sum_(sums)
         n_seen = max(1.0, float(sums[3]))
-        vm = validate(model, pipe, val_loader, device, d, amp_dtype)
+        vm = validate(model, pipe, val_loader, device, d, amp_dtype, head)
         rec = {"epoch": epoch + 1, "steps": step, "train_loss": float(sums[0]) / n_seen,
                "train_loss_clean": float(sums[1]) / n_seen,
                **({"train_loss_adv": float(sums[2]) / n_seen}
@@ -364,7 +372,7 @@ def _meta(cfg: TrainConfig, data: TrainData, size: int, device: torch.device, d:
             corruption_prob=cfg.corruption_prob)
     if cfg.recipe == "adversarial":
         recipe.update(attack="pgd", eps=cfg.eps, eps_255=round(cfg.eps * 255, 4),
-                      steps=cfg.steps, adv_weight=cfg.adv_weight)
+                      steps=cfg.steps, adv_weight=cfg.adv_weight, adv_mode=cfg.adv_mode)
     return {
         "recipe": recipe,
         "data_fingerprint": data.fingerprint,

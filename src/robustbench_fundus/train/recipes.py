@@ -39,7 +39,9 @@ class BatchPipeline:
         self.stage: Preprocessing = resolve_preprocessing(model)
         self.preprocessing = self.stage.enhancement
         self.corruptor = make_corruptor(cfg) if cfg.recipe == "corruption" else None
-        self.attack = make_attack(cfg) if cfg.recipe == "adversarial" else None
+        from ..heads import make_head
+        self.head = make_head(cfg.head, **cfg.head_options)
+        self.attack = make_attack(cfg, self.head) if cfg.recipe == "adversarial" else None
 
     def inputs(self, images: torch.Tensor, draws: torch.Tensor, *, train: bool,
                epoch: int = 0) -> torch.Tensor:
@@ -93,25 +95,33 @@ def make_corruptor(cfg: TrainConfig):
 
 
 # -- adversarial recipe ---------------------------------------------------------------------------
-def make_attack(cfg: TrainConfig):
-    """A callable ``(model, x, y, draws, epoch) -> x_adv``: the attack stage's PGD (Linf, random
-    start, step 2.5 eps/steps) at ``cfg.eps`` with ``cfg.steps`` steps.
+def make_attack(cfg: TrainConfig, head=None):
+    """A callable ``(model, x, y, draws, epoch) -> x_adv`` for the adversarial recipe, at
+    ``cfg.eps`` (L-inf) with ``cfg.steps`` steps of 2.5 eps/steps from a random start, on the
+    loss of the model's ``head`` (labels ``y`` in its label space).
 
-    The engine attacks the samples the model gets right and stops stepping a sample as soon as
-    it is misclassified (keeping that iterate), so misclassified samples enter the adversarial
-    loss unperturbed: early-stopped PGD, as in "friendly" adversarial training (Zhang et al.,
-    ICML 2020), rather than Madry's fixed step count. The engine's sanity checks are switched
-    off (they cost extra passes and only matter when benchmarking)."""
-    from ..attacks import get_attack
+    ``cfg.adv_mode == "madry"`` (the default, the recipe as stated by Madry et al. 2018): every
+    sample of the batch is perturbed for all the steps and the last iterate is trained on.
+    ``"early-stop"``: the benchmark's PGD engine, which attacks only the samples the model gets
+    right and stops stepping each at its first misclassifying iterate, so misclassified
+    samples enter the adversarial loss unperturbed ("friendly" adversarial training, Zhang et
+    al., ICML 2020); only when asked for. The mode is recorded in the checkpoint's recipe."""
+    from ..attacks import Context, get_attack
+    from ..attacks.engine import pgd_fixed_steps
 
-    atk = get_attack("pgd", steps=cfg.steps, sanity_eps=0.0, keep_adv=True)
+    early = get_attack("pgd", steps=cfg.steps, sanity_eps=0.0, keep_adv=True) \
+        if cfg.adv_mode == "early-stop" else None
 
     def run(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, draws: torch.Tensor,
             epoch: int) -> torch.Tensor:
         # random-start noise keyed by (seed, sample): make it differ between epochs too
         ids = draws.to(torch.long).cpu() + int(epoch) * (1 << 31)
-        res = atk(model, x, y, [cfg.eps], seed=cfg.seed, sample_ids=ids)
-        return res[0].x_adv
+        if early is not None:
+            res = early(model, x, y, [cfg.eps], seed=cfg.seed, sample_ids=ids, head=head)
+            return res[0].x_adv
+        ctx = Context(x.device, amp=False, channels_last=False, model=model, head=head)
+        return pgd_fixed_steps(ctx, x, y, cfg.eps, steps=cfg.steps, seed=cfg.seed,
+                               sample_ids=ids)
 
-    run.attack = atk  # type: ignore[attr-defined]
+    run.attack = early  # type: ignore[attr-defined]
     return run
