@@ -31,7 +31,9 @@ Counts = tuple[list[int], float]   # (integer counts + [bad-logits flag], second
 class BatchPipeline:
     """Runs the pending conditions of one batch and returns their integer counts."""
 
-    def __init__(self, mi, di, device: torch.device, seed: int, attacks: dict):
+    def __init__(self, mi, di, device: torch.device, seed: int, attacks: dict,
+                 progress: Any = None):
+        self.progress = progress    # anything with advance(units, stage); see work_units
         self.m = mi.module
         self.head = mi.head
         self.mi, self.di = mi, di
@@ -40,6 +42,10 @@ class BatchPipeline:
         self.pre = None if di.tensor_input else mi.preprocessing
         self.attacks = attacks      # attack_id -> Attack
         self._corr: dict[str, Any] = {}
+
+    def _advance(self, c: Condition, n: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(n * work_units(c), c.display)
 
     def corruption(self, name: str):
         if name not in self._corr:
@@ -85,6 +91,7 @@ class BatchPipeline:
         geom = self.geometry(x_raw) if need_geom else None
         x_clean = self.model_input(x_raw, geom)
         shared = time.perf_counter() - t0
+        B = x_raw.shape[0]
 
         # clean (also the reference for the attacks)
         t0 = time.perf_counter()
@@ -93,13 +100,13 @@ class BatchPipeline:
         clean = next((c for c in pending if c.kind == "clean"), None)
         if clean is not None:
             out[clean] = (confusion_counts(y, pred, K) + [int(bad)], t_clean)
+            self._advance(clean, B)
 
         # corruptions: all severities of one corruption in one batched call
         by_name: dict[str, list[Condition]] = {}
         for c in pending:
             if c.kind == "corruption":
                 by_name.setdefault(c.name, []).append(c)
-        B = x_raw.shape[0]
         for name, conds in by_name.items():
             t0 = time.perf_counter()
             corr = self.corruption(name)
@@ -113,6 +120,7 @@ class BatchPipeline:
             for k, c in enumerate(conds):
                 pk, bk = self.predict(xin[k * B:(k + 1) * B])
                 out[c] = (confusion_counts(y, pk, K) + [int(bk)], dt)
+                self._advance(c, B)
 
         # attacks: one sweep per attack configuration over its pending (and helper) eps
         by_attack: dict[tuple, list[Condition]] = {}
@@ -137,7 +145,16 @@ class BatchPipeline:
                     san.append(int(v[k]) if isinstance(v, (list, tuple)) else int(v))
                 out[c] = ([counts.n, counts.n_attacked, int(counts.n_success[k]), *san,
                            int(bad)], dt)
+                self._advance(c, B)
         return out
+
+
+def work_units(c: Condition) -> int:
+    """The relative cost of one image through condition ``c``, for progress: one forward for
+    clean and corrupted images, the step count (at least 1) of an attack at one eps."""
+    if c.kind == "attack":
+        return max(1, int(c.steps or 1))
+    return 1
 
 
 def confusion_counts(y: torch.Tensor, pred: torch.Tensor, k: int = NUM_GRADES) -> list[int]:
