@@ -128,6 +128,32 @@ class Head:
         referable logit (binary)."""
         raise NotImplementedError
 
+    def referable_logit(self, out: torch.Tensor, threshold: int = REFERABLE_GRADE
+                        ) -> torch.Tensor:
+        """(B,) a real score, monotone in :meth:`referable_score`, on a logit-like scale (0 at
+        the decision for heads with probabilities): what the AUROC histograms bin."""
+        p = self.referable_score(out, threshold).double().clamp(1e-15, 1 - 1e-15)
+        return torch.log(p / (1 - p)).float()
+
+    def decision_probs(self, out: torch.Tensor) -> torch.Tensor | None:
+        """(B, n_labels) probabilities of the decision's labels, where the head gives them
+        (classification and ordinal: the grades; binary: not referable / referable);
+        None for a regression score."""
+        return self.grade_probs(out)
+
+    def certainty(self, out: torch.Tensor) -> torch.Tensor:
+        """(B,) in [0, 1]: how sure the decision is (the top probability; for a regression
+        score the distance to the nearest threshold over half the gap between thresholds,
+        capped at 1). Selective prediction refers the least certain images first."""
+        p = self.decision_probs(out)
+        return p.amax(1) if p is not None else torch.zeros(out.shape[0], device=out.device)
+
+    def certainty_logit(self, out: torch.Tensor) -> torch.Tensor:
+        """(B,) the logit of :meth:`certainty`, which keeps apart confidences that round to 1
+        in float32 (what the referral curve bins)."""
+        c = self.certainty(out).double().clamp(1e-12, 1 - 1e-12)
+        return torch.log(c / (1 - c)).float()
+
     # -- identity -------------------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -177,6 +203,18 @@ class ClassificationHead(Head):
     def referable_score(self, out, threshold=REFERABLE_GRADE):
         return self.grade_probs(out)[:, int(threshold):].sum(1)
 
+    def referable_logit(self, out, threshold=REFERABLE_GRADE):
+        z = out.float()
+        t = int(threshold)
+        return torch.logsumexp(z[:, t:], 1) - torch.logsumexp(z[:, :t], 1)
+
+    def certainty_logit(self, out):
+        # logit of the top softmax probability, exactly: z_top - logsumexp(the others)
+        z = out.float()
+        top = z.argmax(1, keepdim=True)
+        others = z.scatter(1, top, float("-inf"))
+        return z.gather(1, top).squeeze(1) - torch.logsumexp(others, 1)
+
     def saliency_score(self, out, y):
         return out.gather(1, y[:, None]).squeeze(1)
 
@@ -220,6 +258,20 @@ class RegressionHead(Head):
 
     def referable_score(self, out, threshold=REFERABLE_GRADE):
         return out[:, 0].float()           # the grade score itself
+
+    def referable_logit(self, out, threshold=REFERABLE_GRADE):
+        # the score's distance above the threshold that decides "grade >= threshold", four
+        # logit units per grade
+        t = self.thresholds[int(threshold) - 1]
+        return (out[:, 0].float() - t) * 4.0
+
+    def certainty(self, out):
+        s = out[:, :1].float()
+        t = self._t(out)
+        gaps = torch.tensor([b - a for a, b in zip(self.thresholds, self.thresholds[1:])],
+                            device=out.device)
+        half = float(gaps.min()) / 2 if gaps.numel() else 0.5
+        return ((s - t).abs().amin(1) / half).clamp(0, 1)
 
     def saliency_score(self, out, y):
         return out[:, 0]
@@ -265,6 +317,9 @@ class OrdinalHead(Head):
         return torch.sigmoid(out[:, k].float()) if 0 <= k < out.shape[1] else \
             torch.ones(out.shape[0], device=out.device)
 
+    def referable_logit(self, out, threshold=REFERABLE_GRADE):
+        return out[:, int(threshold) - 1].float()      # the cumulative logit itself
+
     def saliency_score(self, out, y):
         return torch.sigmoid(out).sum(1)               # the expected grade
 
@@ -308,8 +363,59 @@ class BinaryHead(Head):
     def referable_score(self, out, threshold=REFERABLE_GRADE):
         return torch.sigmoid(self._logit(out).float())
 
+    def referable_logit(self, out, threshold=REFERABLE_GRADE):
+        return self._logit(out).float()
+
+    def decision_probs(self, out):
+        p = self.referable_score(out)
+        return torch.stack([1 - p, p], 1)
+
     def saliency_score(self, out, y):
         return self._logit(out)
+
+
+@dataclass(frozen=True)
+class ReferralHead(Head):
+    """The referral decision of any head: "grade >= threshold" (for a binary head, its own
+    decision). Labels 0/1; the class view is (not referable, referable) scores whose argmax is
+    the decision, and attacks on it ascend cross-entropy on that view: pushed across, a
+    referable eye is missed or a healthy one over-referred. Used by the referral-flip attack."""
+    name: ClassVar[str] = "referral"
+    five_grade: ClassVar[bool] = False
+    base: Head = None  # type: ignore[assignment]
+    threshold: int = REFERABLE_GRADE
+
+    @property
+    def widths(self) -> tuple[int, ...]:  # type: ignore[override]
+        return self.base.widths
+
+    def labels(self, grades):
+        return (grades >= (self.base.threshold if isinstance(self.base, BinaryHead)
+                           else self.threshold)).long()
+
+    def _decode(self, out):
+        if isinstance(self.base, BinaryHead):
+            return self.base._decode(out)
+        return (self.base._decode(out) >= self.threshold).long()
+
+    def class_view(self, out):
+        if isinstance(self.base, BinaryHead):
+            u = self.base._logit(out).float()
+        elif isinstance(self.base, ClassificationHead):  # the argmax decision's own margin
+            z = out.float()
+            u = z[:, self.threshold:].amax(1) - z[:, :self.threshold].amax(1)
+        else:
+            u = self.base.referable_logit(out, self.threshold)
+        return torch.stack([-u / 2, u / 2], 1)
+
+    def attack_loss(self, out, y):
+        return F.cross_entropy(self.class_view(out), y, reduction="sum")
+
+    def referable_score(self, out, threshold=REFERABLE_GRADE):
+        return torch.sigmoid(self.class_view(out)[:, 1] * 2)
+
+    def options(self):
+        return {"base": self.base.to_dict(), "threshold": self.threshold}
 
 
 HEAD_TYPES: dict[str, type[Head]] = {h.name: h for h in (ClassificationHead, RegressionHead,

@@ -11,22 +11,103 @@ queried::
 An entry point may name a module (importing it registers its entries), a zero-argument callable
 (called once; it may register entries or return an object/class to register under the entry
 point's name), or a class/object (registered under the entry point's name).
+
+An object that needs an optional package says so with a ``requires`` attribute (an
+:class:`Extra`): it stays registered and listed without the package, ``rbf list`` marks it not
+available, and using it raises a one-line :class:`RBFError` naming the pip extra to install.
+An unknown name suggests close matches, also by the part after a ``/`` or ``:`` prefix
+(``fog`` -> ``imagenet_c/fog``).
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib.util
 import logging
 import threading
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from .errors import RBFError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+#: The distribution name of this library (for ``pip install "robustbench-fundus[extra]"``).
+DIST_NAME = "robustbench-fundus"
+
+
+@dataclass(frozen=True)
+class Extra:
+    """An optional dependency: the module to import, the pip extra of this library that
+    installs it, and its distribution name."""
+
+    module: str
+    extra: str
+    dist: str
+
+    @property
+    def install(self) -> str:
+        return f'pip install "{DIST_NAME}[{self.extra}]"'
+
+    def available(self) -> bool:
+        """Whether the module can be found (found, not imported: listing stays fast)."""
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    def missing(self, what: str, why: str | None = None) -> RBFError:
+        detail = f" ({why})" if why else ""
+        return RBFError(f"{what} needs the optional package {self.dist}, which is not "
+                        f"installed{detail}: {self.install}")
+
+    def require(self, what: str) -> None:
+        """Raise the one-line error naming the extra unless the module can be found."""
+        if not self.available():
+            raise self.missing(what)
+
+
+def requirement(obj: Any) -> Extra | None:
+    """The :class:`Extra` a registered object (or its class) needs, if any."""
+    req = getattr(obj, "requires", None)
+    return req if isinstance(req, Extra) else None
+
+
+def is_available(obj: Any) -> bool:
+    """False when a registered object needs an optional package that is not installed."""
+    req = requirement(obj)
+    return req is None or req.available()
+
+
+def _tail(name: str) -> str:
+    """The part after the last ``/`` or ``:`` (``imagenet_c/fog`` -> ``fog``)."""
+    return name.replace(":", "/").rsplit("/", 1)[-1]
+
+
+def close_matches(name: str, names: Iterable[str], n: int = 3, cutoff: float = 0.5
+                  ) -> list[str]:
+    """Up to ``n`` of ``names`` close to ``name`` (best first), comparing case-insensitively
+    both the whole names and the parts after a ``/`` or ``:`` prefix, so that ``fog`` finds
+    ``imagenet_c/fog`` and ``PGD`` finds ``pgd``."""
+    query = str(name)
+    queries = {query.lower(), _tail(query).lower()} - {""}
+    scored: dict[str, float] = {}
+    sm = difflib.SequenceMatcher()
+    for cand in names:
+        best = 0.0
+        for key in {cand.lower(), _tail(cand).lower()} - {""}:
+            sm.set_seq2(key)
+            for q in queries:
+                sm.set_seq1(q)
+                if sm.real_quick_ratio() >= cutoff and sm.quick_ratio() >= cutoff:
+                    best = max(best, sm.ratio())
+        if best >= cutoff:
+            scored[cand] = best
+    return sorted(scored, key=lambda c: (-scored[c], len(c), c))[:n]
 
 
 @dataclass
@@ -123,13 +204,17 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+            close = close_matches(name, list(self._entries), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else \
                 f"; see `rbf list {self.kind}s`"
             raise RBFError(f"unknown {self.kind} {name!r}{hint}") from None
 
     def get(self, name: str) -> T:
         return self.entry(name).obj
+
+    def available(self, name: str) -> bool:
+        """False when the entry needs an optional package that is not installed."""
+        return is_available(self.entry(name).obj)
 
     def __contains__(self, name: object) -> bool:
         self._load_plugins()

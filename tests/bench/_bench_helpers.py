@@ -60,3 +60,23 @@ class StubAttack(Attack):
             torch.rand(x.shape[1:], generator=torch_generator(seed, "stub-sign", int(i))) > 0.5
             for i in sample_ids.tolist()]).to(x.device)
         return (x + eps * (signs.to(x.dtype) * 2 - 1)).clamp(0, 1)
+
+
+def assert_same(a, b, rel: float = 1e-5, path: str = ""):
+    """Two reports (dicts) are the same: integers, strings and structure exactly, floats to
+    ``rel``. Model outputs are not bitwise independent of batch composition (the convolution
+    algorithm depends on the batch size), so summed confidences (ECE, Brier) can differ in the
+    7th digit between batchings while every count is identical."""
+    import math
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (path, set(a) ^ set(b or {}))
+        for k in a:
+            assert_same(a[k], b[k], rel, f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), path
+        for i, (u, v) in enumerate(zip(a, b)):
+            assert_same(u, v, rel, f"{path}[{i}]")
+    elif isinstance(a, float) and not isinstance(b, bool) and isinstance(b, (int, float)):
+        assert math.isclose(a, b, rel_tol=rel, abs_tol=rel * 1e-3), (path, a, b)
+    else:
+        assert a == b, (path, a, b)

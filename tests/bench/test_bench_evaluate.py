@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score
 
-from _bench_helpers import StubAttack, tensor_data, tiny_model
+from _bench_helpers import StubAttack, assert_same, tensor_data, tiny_model
 from robustbench_fundus import evaluate
 from robustbench_fundus.bench import BenchReport, ResultStore, RunOptions
 from robustbench_fundus.errors import RBFError
@@ -84,7 +84,8 @@ def test_batch_and_chunk_size_do_not_change_results():
               eps="2/255,8/255")
     a = evaluate(m, (x, y), run=RunOptions(batch_size=2, chunk_size=3), **kw)
     b = evaluate(m, (x, y), run=RunOptions(batch_size=16, chunk_size=100), **kw)
-    assert _strip(a.to_dict()) == _strip(b.to_dict())
+    assert_same(_strip(a.to_dict()), _strip(b.to_dict()))
+    assert a.clean.confusion == b.clean.confusion
 
 
 def test_store_resume_computes_nothing_twice(tmp_path):

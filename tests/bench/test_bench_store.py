@@ -19,12 +19,14 @@ CONDS = [CLEAN, corruption_condition(get_corruption("motion_blur"), 4),
 
 
 def _counts(cond, chunk):
+    """A condition's full count vector (the rest, e.g. the screening counts, zeros)."""
     if cond.kind == "attack":
-        return [3, 2, chunk % 2]
-    v = [0] * 25
-    v[0] = 2
-    v[6 + chunk % 3] = 1
-    return v
+        v = [3, 2, chunk % 2]
+    else:
+        v = [0] * 25
+        v[0] = 2
+        v[6 + chunk % 3] = 1
+    return v + [0] * (cond.n_counts - len(v))
 
 
 def _fin(c, tot, s):

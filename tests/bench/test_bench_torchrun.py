@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from _bench_helpers import tiny_checkpoint
+from _bench_helpers import assert_same, tiny_checkpoint
 from robustbench_fundus.cli import main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -60,7 +60,13 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path, capsys):
     assert two.returncode == 0, two_err[-3000:]
     a, b = _sections(one_out), _sections(two_out)
     assert a["clean"]["n"] == 7
-    assert a == b
+    # every count identical; the screening figures (AUROC, ECE, Brier, intervals) equal up to
+    # the last digits of the model's float outputs, which depend on the batch composition
+    assert_same(a, b)
+    assert a["clean"]["confusion"] == b["clean"]["confusion"]
+    for sec in ("referable", "calibration"):
+        assert sec in a["clean"] and a["clean"][sec]["n" if sec == "calibration" else
+                                                     "sensitivity_n"] is not None
     assert json.loads(two_out)["provenance"]["world_size"] == 2
     # rank 0 alone wrote the store, with the same rows
     import sqlite3

@@ -11,8 +11,17 @@ from PIL import Image
 import robustbench_fundus.data.cache as cache_mod
 from _datastage_helpers import disc_image, save_image
 from robustbench_fundus.data import load_working
-from robustbench_fundus.data.cache import default_cache_dir, load_working_ex
+from robustbench_fundus.data.cache import cache_format, default_cache_dir, load_working_ex
 from robustbench_fundus.errors import DataError
+
+
+def _entries(root):
+    """Cache entries under ``root`` (in the configured format, ``npy`` by default)."""
+    return list(root.rglob(f"*.{cache_format()}"))
+
+
+def _read_entry(path) -> np.ndarray:
+    return np.load(path) if path.suffix == ".npy" else np.asarray(Image.open(path))
 
 
 @pytest.fixture
@@ -29,8 +38,8 @@ def test_second_pass_does_not_decode(tmp_path, photo, monkeypatch):
     cdir = tmp_path / "cache"
     a, hit = load_working_ex(photo, 48, cache_dir=cdir)
     assert not hit and a.dtype == torch.uint8 and a.shape == (3, 48, 48)
-    files = list(cdir.rglob("*.png"))
-    assert len(files) == 1 and np.asarray(Image.open(files[0])).dtype == np.uint8
+    files = _entries(cdir)
+    assert len(files) == 1 and _read_entry(files[0]).dtype == np.uint8
     monkeypatch.setattr(cache_mod, "decode_bytes", _no_decode)
     b, hit = load_working_ex(photo, 48, cache_dir=cdir)
     assert hit and torch.equal(a, b)
@@ -48,7 +57,7 @@ def test_keyed_by_size_and_content(tmp_path, photo):
     save_image(disc_image(64, 96, 47.5, 31.5, 30.0, seed=4), photo, quality=95)  # edited file
     c, hit = load_working_ex(photo, 48, cache_dir=cdir)
     assert not hit
-    assert len(list(cdir.rglob("*.png"))) == 3
+    assert len(_entries(cdir)) == 3
     assert not list(cdir.rglob(".tmp-*"))  # no temporary files left behind
 
 
@@ -57,13 +66,13 @@ def test_cached_equals_uncached(tmp_path, photo):
     b = load_working(photo, 40, cache_dir=tmp_path / "c")
     c = load_working(photo, 40, cache_dir=tmp_path / "c")
     assert torch.equal(a, b) and torch.equal(b, c)
-    assert not (tmp_path / "c").exists() or len(list((tmp_path / "c").rglob("*.png"))) == 1
+    assert not (tmp_path / "c").exists() or len(_entries(tmp_path / "c")) == 1
 
 
 def test_damaged_entry_is_rewritten(tmp_path, photo):
     cdir = tmp_path / "cache"
     a = load_working(photo, 48, cache_dir=cdir)
-    (f,) = list(cdir.rglob("*.png"))
+    (f,) = _entries(cdir)
     f.write_bytes(f.read_bytes()[:50])  # half-written file from an old crash
     b, hit = load_working_ex(photo, 48, cache_dir=cdir)
     assert not hit and torch.equal(a, b)
@@ -99,7 +108,7 @@ def test_default_dir_from_env(tmp_path, monkeypatch, photo):
     monkeypatch.setenv("RBF_CACHE_DIR", str(tmp_path / "envcache"))
     assert default_cache_dir() == tmp_path / "envcache"
     load_working(photo, 32)
-    assert list((tmp_path / "envcache").rglob("*.png"))
+    assert _entries(tmp_path / "envcache")
     monkeypatch.delenv("RBF_CACHE_DIR")
     assert default_cache_dir().name == "robustbench_fundus"
 

@@ -292,6 +292,7 @@ class Attack:
             first_broken = torch.full((B,), -1, dtype=torch.int64, device=device)
             prev_x: torch.Tensor | None = None
             prev_s = torch.zeros(att.numel(), dtype=torch.bool, device=device)
+            prev_o = logits[att].float()
             for k, e in enumerate(eps_list):
                 xk, steps_k, moved = proj[k]
                 counts.n_projected[k] = int(moved.sum()) + int(ctx.projected.get(k, 0))
@@ -306,9 +307,12 @@ class Attack:
                     reuse = need & known
                     fooled[reuse] = v_fooled[reuse]
                     todo = need & ~known
-                if todo.any():
+                out_k = prev_o.clone()
+                if need.any():  # the float32 output at every new point (kept in the result)
                     with torch.no_grad():
-                        fooled[todo] = ctx.predict(ctx.forward_fp32(xk[todo])) != ya[todo]
+                        out_k[need] = ctx.forward_fp32(xk[need]).float()
+                if todo.any():
+                    fooled[todo] = ctx.predict(out_k[todo]) != ya[todo]
                 succ = same | (need & fooled)
                 unverified = claimed & ~succ
                 if rejected is not None:
@@ -318,6 +322,7 @@ class Attack:
                 lost = prev_s & ~succ  # broken before: keep the smaller-eps perturbation
                 if lost.any():
                     xk = torch.where(lost.view(-1, 1, 1, 1), prev_x, xk)
+                    out_k = torch.where(lost.view(-1, 1), prev_o, out_k)
                     succ = succ | lost
                 steps_out = torch.where(succ, steps_k.clamp(min=0), torch.full_like(steps_k, -1))
                 steps_out = torch.where(same | lost, torch.zeros_like(steps_out), steps_out)
@@ -336,8 +341,10 @@ class Attack:
                 adv_correct = clean_correct & ~s_full
                 counts.n_success[k] = int(s_full.sum())
                 counts.n_robust[k] = int(adv_correct.sum())
-                per_eps.append(EpsResult(e, s_full, st_full, adv_correct, x_full))
-                prev_x, prev_s = xk, succ
+                o_full = logits.float().clone()
+                o_full[att] = out_k
+                per_eps.append(EpsResult(e, s_full, st_full, adv_correct, x_full, o_full))
+                prev_x, prev_s, prev_o = xk, succ, out_k
 
             self._huge_eps_check(ctx, xa, ya, ida, prev_s, eps_list, counts, seed)
         counts.grad_checked, counts.grad_zero = ctx.grad_checked, ctx.grad_zero

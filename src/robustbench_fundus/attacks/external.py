@@ -1,6 +1,11 @@
 """Adapters for third-party attacks: AutoAttack (``pyautoattack``) and every ``torchattacks``
 attack by class name (``torchattacks:PGD``, ``torchattacks:CW``, ...).
 
+Both packages are optional and imported only when an attack runs: AutoAttack's with
+``pip install "robustbench-fundus[autoattack]"`` (without it ``autoattack`` stays listed, marked
+not available, and asking for its identity or running it is a one-line :class:`RBFError`
+naming the extra), torchattacks with ``pip install --no-deps torchattacks==3.5.1``.
+
 Both implement one eps at a time (:meth:`Attack._attack_eps`) and go through the base class's
 default sweep: each eps is run on the samples not yet broken at a smaller eps, a break counts
 only once a float32 forward confirms it (under bf16 autocast a rejected claim is re-attacked in
@@ -48,6 +53,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import RBFError
+from ..registry import Extra
 from ..seeding import derive_seed
 from .base import Attack, AttackConfig
 from .context import Context, ModuleFn, canonical_norm
@@ -55,6 +61,8 @@ from .identity import package_version
 from .options import annotation_from_default
 
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
+#: AutoAttack's package is optional: ``pip install "robustbench-fundus[autoattack]"``.
+AUTOATTACK_EXTRA = Extra(module="pyautoattack", extra="autoattack", dist="pyautoattack")
 
 
 @contextlib.contextmanager
@@ -95,6 +103,7 @@ class AutoAttack(Attack):
     Config = AutoAttackConfig
     description = "AutoAttack (pyautoattack, standard: APGD-CE, APGD-T, FAB-T, Square), Linf"
     nominal_steps = 100
+    requires = AUTOATTACK_EXTRA
 
     def _validate_config(self) -> None:
         super()._validate_config()
@@ -109,14 +118,18 @@ class AutoAttack(Attack):
             raise RBFError(f"autoattack batch_size must be >= 1, got {c.batch_size!r}")
 
     def _identity_config(self) -> dict[str, Any]:
+        # the identity names the package version that runs it: none without the package (the
+        # benchmark asks for the identity before it runs anything, so this fails first)
+        self.requires.require("attack autoattack")
         return {**self.options(), "package": package_version("pyautoattack")}
 
     def _attack_eps(self, ctx: Context, x, y, eps, *, seed, sample_ids):
+        self.requires.require("attack autoattack")
         try:
             from pyautoattack import AutoAttack as _AA
-        except ImportError:  # pragma: no cover - a declared dependency
-            raise RBFError("autoattack needs the pyautoattack package: pip install "
-                           "pyautoattack") from None
+        except ImportError as exc:  # installed, but it fails to import
+            raise self.requires.missing("attack autoattack",
+                                        f"importing it failed: {exc}") from None
         fn = ModuleFn(ctx)
         n_cls = ctx.classes(x)
         if n_cls < 2:

@@ -49,7 +49,8 @@ def describe_rows(registry: Any, pattern: str = "*", full: bool = False) -> list
         entry = registry.entry(name)
         obj = entry.obj
         cls = obj if isinstance(obj, type) else type(obj)
-        available = True
+        from ..registry import is_available
+        available = is_available(obj)
         if name == "torchattacks":
             try:
                 importlib.import_module("torchattacks")

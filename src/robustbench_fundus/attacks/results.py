@@ -186,6 +186,9 @@ class EpsResult:
     #                                carried from a smaller eps), -1 if not broken
     adv_correct: torch.Tensor      # bool: correct after the attack
     x_adv: torch.Tensor | None = None
+    #: float32 (B, width): the model's output at the returned adversarial input (the clean
+    #: output for samples that were not attacked: those wrong on clean input)
+    adv_out: torch.Tensor | None = None
 
     @property
     def n(self) -> int:

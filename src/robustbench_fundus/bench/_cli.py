@@ -10,29 +10,29 @@
     rbf bench --attack pgd_l2 --eps 0.5,1,2 --attack-opt step_ratio=2 --attack-opt loss=margin
     rbf bench --attack torchattacks:APGD --attack-opt n_restarts=2
     torchrun --nproc-per-node 2 -m robustbench_fundus bench --model m.safetensors --data DIR
-    rbf leaderboard --format md                 # table + two PNG plots beside the store
+    rbf leaderboard                             # compact table (100 columns), plots beside
+    rbf leaderboard --format html --out lb.html # the self-contained report
+    rbf leaderboard --format md|csv|json        # every column; --format latex for a paper
+    rbf bench --quiet --log run.log             # only warnings on stderr, everything in run.log
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
 from ..errors import RBFError
+from ..logs import add_log_options
 
-
-_SOURCE = {"model": "declared by the model", "default": "library default: the model declares "
-           "none", "caller": "given by --preprocessing"}
+log = logging.getLogger("robustbench_fundus.bench")
 
 
 def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _err(msg: str) -> None:
-    if _is_main():
-        print(msg, file=sys.stderr, flush=True)
 
 
 def register(subparsers) -> None:
@@ -93,18 +93,34 @@ def register(subparsers) -> None:
                    "deletion AUC) on N images spread evenly over the set (default 0: off)")
     p.add_argument("--saliency-steps", type=int, default=32, metavar="S",
                    help="integrated-gradients steps for --saliency (default 32)")
+    p.add_argument("--referable-threshold", type=int, default=2, metavar="G",
+                   help="lowest grade that is referable DR (default 2: more than mild)")
+    p.add_argument("--referral-flip", action="store_true",
+                   help="also run the attack aimed at the referral decision: referable eyes "
+                   "pushed to not referred, and the reverse, with flip rates per eps")
+    p.add_argument("--screening-line", default=None, metavar="SENS,SPEC",
+                   help="screening line of the card and the screening_line_crossed flag "
+                   "(default 0.85,0.825)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    add_log_options(p)
     p.set_defaults(func=cmd_bench)
 
-    q = subparsers.add_parser("leaderboard", help="leaderboard of a results store (md, csv, "
-                              "json, html) with two PNG plots")
+    q = subparsers.add_parser("leaderboard", help="leaderboard of a results store: a compact "
+                              "table, or md, csv, json, latex, a self-contained html report")
     q.add_argument("--store", default=None, help="results store (default "
                    "rbf-results/results.sqlite)")
-    q.add_argument("--format", default="md", choices=["md", "csv", "json", "html"])
+    q.add_argument("--format", default="text",
+                   choices=["text", "md", "csv", "json", "html", "latex"],
+                   help="text (default: the headline columns, one table per comparable group, "
+                   "100 columns wide), md/csv/json (every column), html (one self-contained "
+                   "page: sortable tables, plots, a section per model), latex (booktabs)")
+    q.add_argument("--columns", default="headline", choices=["headline", "all"],
+                   help="text and latex: the headline columns (default) or all (text: the "
+                   "full markdown table)")
     q.add_argument("--out", default=None, help="write to FILE (plots beside it); default: print "
                    "(plots beside the store)")
-    q.add_argument("--no-plots", action="store_true")
+    q.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
     q.set_defaults(func=cmd_leaderboard)
 
 
@@ -114,6 +130,12 @@ def _default_store() -> Path:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from ..logs import command_logging
+    with command_logging("bench", args.quiet, args.log, terminal=_is_main(), options=args):
+        return _bench(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
     from ..attacks import parse_option_assignments
     from .evaluate import evaluate
     from .options import RunOptions
@@ -123,12 +145,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model and args.model != "demo" else None
     attack_options = parse_option_assignments(args.attack_opt, what="--attack-opt")
     run = RunOptions(batch_size=args.batch_size, chunk_size=args.chunk_size,
-                     num_workers=args.workers, progress=not args.no_progress and not args.json,
-                     log=_err)
+                     num_workers=args.workers,
+                     # --quiet: no bar, but the progress lines still go to a --log file
+                     progress=not (args.no_progress or args.json
+                                   or (args.quiet and not args.log)),
+                     log=log.info)
     store = None
     if not args.no_store:
         store = Path(args.store) if args.store else _default_store()
-        _err(f"rbf bench: results store {store.resolve()}")
+        from .terminal import wrap
+        for line in wrap(f"rbf bench: results store {_shown(store)}"):
+            log.info(line)
     report = evaluate(
         model, args.data, corruptions=args.corruptions, severities=args.severities,
         attack=args.attack, eps=args.eps, steps=args.steps, seed=args.seed, device=args.device,
@@ -136,57 +163,58 @@ def cmd_bench(args: argparse.Namespace) -> int:
         preprocessing=args.preprocessing, head=args.head,
         head_options=parse_head_options(args.head_opt), name=args.name, arch=args.arch,
         trust_checkpoint=args.trust_checkpoint, saliency=args.saliency,
+        referable_threshold=args.referable_threshold, referral_flip=args.referral_flip,
+        screening_line=_screening_line(args.screening_line),
         saliency_steps=args.saliency_steps, run=run)
     if not _is_main():
         return 0
     if args.json:
         print(report.to_json())
-    else:
-        print(f"model {report.model['name']} ({report.model['sha256'][:12]}), data "
-              f"{report.dataset['name']}, seed {report.provenance['seed']}, device "
-              f"{report.provenance['device']}")
-        pre = report.provenance.get("preprocessing")
-        if pre:
-            size = pre.get("input_size")
-            print(f"preprocessing {pre['enhancement']} ({_SOURCE.get(pre.get('source'), '')})"
-                  + (f", model input {size[0]}x{size[1]}" if size else ""))
-        print(report.summary_table())
-        t = report.provenance["timings"]
-        sal = f"; saliency {t['saliency_s']:.1f} s" if t.get("saliency_s") else ""
-        print(f"time {t['total_s']:.1f} s ({report.provenance['conditions_computed']} conditions "
-              f"computed, {report.provenance['conditions_from_store']} from the store{sal})")
-        if store is not None:
-            _print_leaderboard(store)
+        return 0
+    from .leaderboard import load_entries
+    from .terminal import bench_summary
+    entries, plots = [], {}
+    if store is not None:
+        entries = load_entries(str(store))
+        try:
+            plots = _write_plots(entries, store.parent, "leaderboard")
+        except Exception as exc:  # a plot must not lose the results
+            log.warning(f"rbf bench: plots not written ({type(exc).__name__}: {exc})")
+    sys.stdout.write(bench_summary(report, store, entries, plots))
     return 0
 
 
-def _print_leaderboard(store: Path) -> None:
-    """The store's leaderboard (as ``rbf leaderboard --format md``), its plots beside the store,
-    and where both are."""
-    from .leaderboard import load_entries, render
-    from .plots import write_plots
-
-    entries = load_entries(str(store))
-    plots = {}
+def _screening_line(text: str | None) -> dict | None:
+    """``--screening-line 0.85,0.825`` -> {"sensitivity": 0.85, "specificity": 0.825}."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in str(text).split(",")]
     try:
-        plots = write_plots(entries, store.parent, stem="leaderboard")
-    except Exception as exc:  # a plot must not lose the results
-        _err(f"rbf bench: plots not written ({type(exc).__name__}: {exc})")
-    print()
-    print(f"leaderboard of {store.resolve()} ({len(entries)} "
-          f"entr{'y' if len(entries) == 1 else 'ies'}):")
-    print()
-    sys.stdout.write(render(entries, "md", plots=plots))
-    print()
-    print(f"store: {store.resolve()}")
-    if plots:
-        print("plots: " + ", ".join(str((store.parent / p).resolve()) for p in plots.values()))
-    print(f"other formats: rbf leaderboard --store {store} --format md|csv|json|html")
+        sens, spec = (float(p) for p in parts)
+    except ValueError:
+        raise RBFError(f"--screening-line {text}: give sensitivity,specificity, two numbers "
+                       "in [0,1], e.g. 0.85,0.825") from None
+    if not (0.0 <= sens <= 1.0 and 0.0 <= spec <= 1.0):
+        raise RBFError(f"--screening-line {text}: both numbers must lie in [0,1]")
+    return {"sensitivity": sens, "specificity": spec}
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the terminal shows it: relative to the working directory when inside it."""
+    p = path.resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _write_plots(entries, out_dir: Path, stem: str) -> dict[str, str]:
+    from .plots import write_plots
+    return write_plots(entries, out_dir, stem=stem)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import load_entries, render
-    from .plots import write_plots
 
     store = Path(args.store) if args.store else _default_store()
     entries = load_entries(str(store))
@@ -196,16 +224,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if not args.no_plots:
         out_dir = Path(args.out).parent if args.out else store.parent
         stem = Path(args.out).stem if args.out else "leaderboard"
-        plots = write_plots(entries, out_dir, stem=stem)
-    text = render(entries, args.format, plots=plots)
+        plots = _write_plots(entries, out_dir, stem)
+    text = render(entries, args.format, plots=plots, columns=args.columns)
+    from .terminal import wrap
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}" + (f" and {', '.join(plots.values())} beside it"
-                                     if plots else ""), file=sys.stderr)
+        from ..files import write_atomic
+        write_atomic(args.out, text, what="--out")
+        msg = f"wrote {args.out}" + (f" and {', '.join(plots.values())} beside it"
+                                     if plots else "")
     else:
         sys.stdout.write(text)
-        if plots:
-            print(f"plots: {', '.join(str(store.parent / p) for p in plots.values())}",
-                  file=sys.stderr)
+        msg = (f"plots beside the store {store}: {', '.join(plots.values())}"
+               if plots else "")
+    if msg:
+        print("\n".join(wrap(msg)), file=sys.stderr)
     return 0

@@ -65,7 +65,7 @@ def format_eps(eps: float, norm: str | None = "linf") -> str:
 
 @dataclass(frozen=True)
 class Condition:
-    kind: str                 # "clean" | "corruption" | "attack" | "saliency"
+    kind: str                 # "clean" | "corruption" | "attack" | "referral" | "saliency"
     name: str = "clean"       # corruption, attack (display name) or attribution-method name
     severity: int | None = None
     eps: float | None = None
@@ -80,6 +80,7 @@ class Condition:
     #: of the confusion matrix kept (not part of the key: the head is part of the model's
     #: identity)
     n_labels: int = NUM_GRADES
+    threshold: int | None = None  # referral-flip: the lowest referable grade
 
     @property
     def key(self) -> str:
@@ -91,21 +92,31 @@ class Condition:
             return (f"saliency/{self.name}/baseline={self.baseline}/steps={self.steps}/"
                     f"n={self.n_images}")
         steps = "-" if self.steps is None else self.steps
-        return (f"attack/{self.name}/{self.norm}/steps={steps}/config={self.config_hash}/"
+        base = (f"{self.name}/{self.norm}/steps={steps}/config={self.config_hash}/"
                 f"eps={eps_key(self.eps)}")
+        if self.kind == "referral":
+            return f"referral/{base}/threshold={self.threshold}"
+        return f"attack/{base}"
 
     @property
     def n_counts(self) -> int:
+        from .screening import Layout
+        k = self.n_labels
         if self.kind == "attack":
-            return 3 + len(ATTACK_SANITY)
-        return self.n_labels * self.n_labels
+            return 3 + len(ATTACK_SANITY) + k * k + Layout(k).size
+        if self.kind == "referral":
+            return len(REFERRAL_COUNTS)
+        return k * k + Layout(k).size
 
     @property
     def attack_id(self) -> tuple[str, str, str] | None:
-        """(name, norm, config hash): the attack configuration, shared by its eps conditions."""
-        if self.kind != "attack":
-            return None
-        return (self.name, str(self.norm), str(self.config_hash))
+        """(name, norm, config hash): the attack configuration, shared by its eps conditions
+        (a referral-flip condition's also carries its referral threshold)."""
+        if self.kind == "attack":
+            return (self.name, str(self.norm), str(self.config_hash))
+        if self.kind == "referral":
+            return (self.name, str(self.norm), str(self.config_hash), f"ref>={self.threshold}")
+        return None
 
     @property
     def config_dict(self) -> dict[str, Any]:
@@ -121,10 +132,19 @@ class Condition:
             return f"{self.name} s{self.severity}"
         if self.kind == "saliency":
             return f"saliency {self.name} n={self.n_images}"
+        if self.kind == "referral":
+            return f"{self.label or self.name} referral eps={format_eps(self.eps, self.norm)}"
         return f"{self.label or self.name} eps={format_eps(self.eps, self.norm)}"
 
 
 CLEAN = Condition("clean")
+
+#: Counts of a referral-flip condition: referable eyes, those referred on clean input (the
+#: attacked ones), those the attack turned to "not referable" (missed referrals); then the same
+#: for non-referable eyes (over-referrals).
+REFERRAL_COUNTS: tuple[str, ...] = ("n_referable", "n_referable_attacked", "n_missed",
+                                    "n_nonreferable", "n_nonreferable_attacked",
+                                    "n_over_referred")
 
 #: Sanity counters of an attack sweep kept per attack condition (after n, n_attacked, n_broken):
 #: the scalar counters of the attack stage's ``SweepCounts`` (summed over the batches of the
@@ -153,12 +173,16 @@ def corruption_condition(corruption: Any, severity: int, n_labels: int = NUM_GRA
                      n_labels=int(n_labels))
 
 
-def attack_conditions(attack: Any, eps: Sequence[float]) -> list[Condition]:
-    """The conditions of one configured attack at each eps (ascending)."""
+def attack_conditions(attack: Any, eps: Sequence[float], n_labels: int = NUM_GRADES,
+                      kind: str = "attack", threshold: int | None = None) -> list[Condition]:
+    """The conditions of one configured attack at each eps (ascending); ``kind="referral"``:
+    its referral-flip conditions at referral threshold ``threshold``."""
     ident = attack.identity()
     cfg = canonical_json(ident.config)
-    return [Condition("attack", ident.name, eps=float(e), steps=ident.steps, norm=ident.norm,
-                      config_hash=ident.config_hash, config=cfg, label=ident.label)
+    return [Condition(kind, ident.name, eps=float(e), steps=ident.steps, norm=ident.norm,
+                      config_hash=ident.config_hash, config=cfg, label=ident.label,
+                      n_labels=int(n_labels),
+                      threshold=None if threshold is None else int(threshold))
             for e in eps]
 
 

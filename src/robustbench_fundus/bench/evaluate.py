@@ -44,9 +44,11 @@ DEFAULT_SALIENCY_STEPS = 32
 
 
 def build_conditions(corruptions: Any, severities: Any, attack: Any, eps: Any,
-                     n_labels: int = NUM_GRADES) -> list[Condition]:
+                     n_labels: int = NUM_GRADES, referral_threshold: int | None = None
+                     ) -> list[Condition]:
     """The conditions of a run: clean, each corruption at each severity, ``attack`` (an
-    :class:`~robustbench_fundus.attacks.Attack` or None) at each eps of its sweep;
+    :class:`~robustbench_fundus.attacks.Attack` or None) at each eps of its sweep, and, with
+    ``referral_threshold``, the same attack on the referral decision (referral flips);
     ``n_labels``: the labels of the model's decision (5 grades, 2 for a binary head)."""
     from ..corruptions import get_corruption, parse_severities
 
@@ -64,7 +66,11 @@ def build_conditions(corruptions: Any, severities: Any, attack: Any, eps: Any,
             for s in sevs:
                 conds.append(corruption_condition(corr, s, n_labels))
     if attack is not None:
-        conds += attack_conditions(attack, eps_sweep(eps, attack.norm, attack.default_eps))
+        sweep = eps_sweep(eps, attack.norm, attack.default_eps)
+        conds += attack_conditions(attack, sweep, n_labels)
+        if referral_threshold is not None:
+            conds += attack_conditions(attack, sweep, n_labels, kind="referral",
+                                       threshold=referral_threshold)
     return conds
 
 
@@ -74,6 +80,8 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
              limit: int | None = None, store: Any = None, *,
              attack_options: dict | None = None, preprocessing: Any = None,
              head: Any = None, head_options: dict | None = None, data_space: str | None = None,
+             referable_threshold: int = 2, referral_flip: bool = False,
+             screening_line: dict | None = None,
              name: str | None = None, arch: str | None = None, trust_checkpoint: bool = False,
              saliency: int = 0, saliency_steps: int = DEFAULT_SALIENCY_STEPS,
              data_options: DataOptions | None = None,
@@ -116,6 +124,15 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
     ``saliency=N``: also score integrated-gradients saliency (``saliency_steps`` steps; baseline
     grey for a Graham model, else black) on N images spread evenly over the evaluated set (see
     :mod:`robustbench_fundus.bench.saliency`).
+    **The screening view** (see :mod:`robustbench_fundus.bench.screening`): every clean,
+    corrupted and attacked row carries referable-DR sensitivity, specificity, PPV and NPV at
+    the model's decision (referable: grade >= ``referable_threshold``, default 2, plus
+    vision-threatening grade >= 3), the AUROC of the referable score, ECE and Brier score,
+    the referral curve, Wilson intervals on every proportion and bootstrap intervals on kappa
+    and balanced accuracy; ``report.screening`` is the screening card against
+    ``screening_line`` (default sensitivity 0.85, specificity 0.825). ``referral_flip=True``
+    also runs the attack on the referral decision (missed referrals and over-referrals per
+    eps, ``report.referral_flips``).
     ``data_options`` (:class:`DataOptions`: working size, crop cache, synthetic count) and
     ``run`` (:class:`RunOptions`: batch and chunk size, workers, progress, log) change how the
     run is carried out, not what it measures.
@@ -144,8 +161,18 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
         synthetic_n = int(limit) if data is None and limit is not None else dopt.synthetic_n
         di = resolve_data(data, work, limit=limit, cache_dir=dopt.cache_dir,
                           synthetic_n=synthetic_n, space=data_space)
-        conds = build_conditions(corruptions, severities, atk, eps, mi.head.n_labels)
-        attacks = {conds[-1].attack_id: atk} if atk is not None else {}
+        t_ref = int(referable_threshold)
+        if not 1 <= t_ref <= NUM_GRADES - 1:
+            raise RBFError(f"--referable-threshold {referable_threshold}: give the lowest "
+                           f"referable grade, 1-{NUM_GRADES - 1} (2: moderate NPDR or worse)")
+        if not mi.head.five_grade and t_ref != mi.head.threshold:
+            t_ref = mi.head.threshold  # a binary head decides at its own threshold
+        conds = build_conditions(corruptions, severities, atk, eps, mi.head.n_labels,
+                                 t_ref if referral_flip and atk is not None else None)
+        attacks = {}
+        if atk is not None:
+            ident = atk.identity()
+            attacks[(ident.name, ident.norm, ident.config_hash)] = atk
         sal_cond = None
         if int(saliency):
             sal_cond = saliency_condition(min(int(saliency), len(di.indices)),
@@ -202,7 +229,7 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
                     rows[sal_cond.key] = sal_row
         rows = dd.broadcast(rows)
         return _report(rows, conds, sal_cond, mi, di, dd, dev, seed, atk, ropt, st, store,
-                       plan, timing, n_loaded, t_start)
+                       plan, timing, n_loaded, t_start, t_ref, screening_line)
     finally:
         if st is not None and not isinstance(store, ResultStore):
             st.close()
@@ -210,8 +237,10 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
 
 
 def _report(rows, conds, sal_cond, mi, di, dd, dev, seed, atk, ropt, st, store, plan, timing,
-            n_loaded, t_start) -> BenchReport:
-    clean, cors, atks = build_report(rows, conds)
+            n_loaded, t_start, t_ref, screening_line) -> BenchReport:
+    from .screening import card
+    clean, cors, atks, flips = build_report(rows, conds, t_ref, seed)
+    scard = card(clean, cors, atks, t_ref, screening_line)
     sal_summary = None
     if sal_cond is not None and sal_cond.key in rows:
         r = rows[sal_cond.key]
@@ -219,6 +248,14 @@ def _report(rows, conds, sal_cond, mi, di, dd, dev, seed, atk, ropt, st, store, 
                        "seconds": round(float(r.get("seconds") or 0.0), 4)}
     flags = make_flags(clean, cors, atks, di, mi)
     flags += sanity_flags(rows, conds)
+    if scard["crossed"]:
+        ln = scard["line"]
+        flags.append(Flag("screening_line_crossed", f"referable sensitivity or specificity "
+                          f"below {ln['sensitivity']:g} / {ln['specificity']:g} under "
+                          f"{len(scard['crossed'])} condition(s): "
+                          + ", ".join(scard["crossed"][:4])
+                          + (" ..." if len(scard["crossed"]) > 4 else ""), None,
+                          {"conditions": scard["crossed"]}))
     if sal_summary is not None and di.meta.get("kind") != "synthetic" and \
             sal_summary.get("n_lesion", 0) == 0:
         flags.append(Flag("no_lesion_masks", "saliency: the data carry no lesion masks, so "
@@ -263,4 +300,4 @@ def _report(rows, conds, sal_cond, mi, di, dd, dev, seed, atk, ropt, st, store, 
                **{k: v for k, v in mi.meta.items()}},
         dataset={"name": di.name, "fingerprint": di.fingerprint, "n": len(di.indices),
                  **di.meta},
-        saliency=sal_summary)
+        saliency=sal_summary, referral_flips=flips, screening=scard)

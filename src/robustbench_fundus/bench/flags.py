@@ -39,9 +39,17 @@ def make_flags(clean: CleanResult | None, cors: list[CorruptionResult],
     if clean is not None:
         cm = np.asarray(clean.confusion)
         if clean.n < 100:
-            flags.append(Flag("small_sample", f"only {clean.n} images: figures have wide "
-                              "confidence intervals (about +-{:.0%} on accuracy)".format(
-                                  1.96 * math.sqrt(0.25 / max(clean.n, 1)))))
+            from ..metrics.screening import wilson
+            right = int(np.trace(cm))
+            lo, hi = wilson(right, clean.n)
+            ref = clean.referable or {}
+            sens = ""
+            if ref.get("sensitivity") is not None:
+                sens = (f", referable sensitivity {ref['sensitivity']:.2f} "
+                        f"({ref['sensitivity_ci_low']:.2f}-{ref['sensitivity_ci_high']:.2f}, "
+                        f"n={ref['sensitivity_n']})")
+            flags.append(Flag("small_sample", f"only {clean.n} images: accuracy "
+                              f"{right / clean.n:.2f} (95% CI {lo:.2f}-{hi:.2f}){sens}"))
         k = cm.shape[0]
         what = "grade" if k == NUM_GRADES else "referral decision"
         present = int((cm.sum(axis=1) > 0).sum())

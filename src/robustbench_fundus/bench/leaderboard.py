@@ -1,4 +1,5 @@
-"""The leaderboard: one row per model entry of a results store, in md, csv, json or html.
+"""The leaderboard: one row per model entry of a results store, as a compact terminal table
+(``text``), md, csv, json, latex or a self-contained html report.
 
 An *entry* is (model, data set, seed, library version): the unit a ``rbf bench`` run fills.
 Columns: model name, data set, n, clean accuracy, balanced accuracy, kappa, mean severity-4
@@ -12,14 +13,24 @@ the headline attack, its eps at 50% success and the area under its success curve
 benchmarked with ``--saliency N``, the ``saliency_*`` columns of
 :func:`~robustbench_fundus.interpret.leaderboard_columns` (empty for entries without them); when
 any entry's attack raised a sanity flag (masked gradients, ...), an ``attack_flags`` column.
-Numbers stay floats
-in [0,1] in csv/json; md/html show them with 3-4 digits. Rows are sorted by clean balanced
-accuracy, then by model name (a stable order, so identical stores give identical output).
+Every entry also carries the flags that its clean confusion matrix raises
+(``constant_prediction``, ``below_majority``, ``small_sample``, ``missing_grades``: the same
+rules and messages as the bench's, :func:`entry_flags`), in a ``flags`` column.
+Numbers stay floats in [0,1] in csv/json; md/html show them with 3-4 digits.
+
+**Order.** Entries are ranked within *comparable groups* (:func:`comparable_key`: the same data
+set fingerprint, which covers the images and the working size, the same model input size and
+the same headline attack configuration); groups come in the order of their data set name. Inside
+a group an entry flagged ``constant_prediction`` or ``below_majority`` always ranks below every
+entry without; then the default sort is the **mean quadratic kappa at severity 4** (over the
+corruptions run at severity 4; higher first; entries without it last), then clean kappa, then
+the model name (a stable order, so identical stores give identical output). Kappa is chosen
+because a model that ignores its input scores 0 on it, whatever the grade mix: accuracy, robust
+accuracy and the attack success rate all reward a constant predictor on an unbalanced set.
 """
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import math
@@ -30,10 +41,17 @@ import numpy as np
 
 from ..metrics import area_under_success_curve, eps_at_success
 from .conditions import eps_key, format_eps, format_eps_255
-from .report import attack_sanity_flags
+from .report import CleanResult, Flag, attack_sanity_flags
 from .store import ResultStore
 
-FORMATS = ("md", "csv", "json", "html")
+#: Output formats of :func:`render`: ``text`` is the compact terminal table (the headline
+#: columns, one table per comparable group, at most 100 characters a line).
+FORMATS = ("text", "md", "csv", "json", "html", "latex")
+
+#: The flags :func:`entry_flags` recomputes from an entry's clean confusion matrix.
+ENTRY_FLAG_CODES = ("small_sample", "missing_grades", "constant_prediction", "below_majority")
+#: Flags that rank an entry below every entry of its group without them.
+DEMOTING_FLAGS = ("constant_prediction", "below_majority")
 
 
 @dataclass
@@ -65,6 +83,42 @@ class LeaderboardEntry:
     saliency_columns: dict[str, Any] = field(default_factory=dict)
     # codes of the attack sanity flags raised (masked_gradients, ...)
     attack_flags: list[str] = field(default_factory=list)
+    # flags from the clean confusion matrix (entry_flags): codes and their messages
+    flags: list[str] = field(default_factory=list)
+    flag_messages: dict[str, str] = field(default_factory=dict)
+    attack_flag_messages: dict[str, str] = field(default_factory=dict)
+    # the clean confusion matrix (rows: true label), quadratic kappa and balanced accuracy per
+    # corruption and severity, their severity-4 means
+    confusion: list[list[int]] | None = None
+    severity_kappa: dict[str, dict[int, float | None]] = field(default_factory=dict)
+    severity_balanced_accuracy: dict[str, dict[int, float | None]] = field(default_factory=dict)
+    mean_kappa4: float | None = None
+    # what the entry ran on: the model's input size (h, w), the working size of the data set,
+    # the head's kind, the preprocessing's enhancement, the data set's meta
+    input_size: tuple[int, int] | None = None
+    working_size: int | None = None
+    head: str | None = None
+    preprocessing: str | None = None
+    dataset_meta: dict[str, Any] = field(default_factory=dict)
+    # the screening view (referable-DR sensitivity, specificity, ...) when the store has it
+    screening: dict[str, Any] | None = None
+
+    @property
+    def all_flags(self) -> list[str]:
+        """The entry's flag codes, those that rank it last first, then the attack's sanity
+        flags, then the others (small sample, missing grades)."""
+        codes = list(self.flags) + [f for f in self.attack_flags if f not in self.flags]
+        order = {c: (0 if c in DEMOTING_FLAGS else 1 if c in self.attack_flags else 2, i)
+                 for i, c in enumerate(codes)}
+        return sorted(codes, key=order.__getitem__)
+
+    def flag_message(self, code: str) -> str:
+        return self.flag_messages.get(code) or self.attack_flag_messages.get(code) or ""
+
+    @property
+    def demoted(self) -> bool:
+        """Flagged constant_prediction or below_majority: ranked below the others."""
+        return any(f in DEMOTING_FLAGS for f in self.flags)
 
     def to_dict(self) -> dict:
         d = {"model": self.model, "model_sha256": self.model_sha256, "arch": self.arch,
@@ -86,7 +140,16 @@ class LeaderboardEntry:
              "eps_at_50_success": self.eps_at_50,
              "eps_at_50_success_255": None if self.eps_at_50 is None or
              self._norm(self.headline_attack) != "linf" else round(self.eps_at_50 * 255, 4),
-             "auc_success": self.auc_success}
+             "auc_success": self.auc_success,
+             "mean_severity4_kappa": self.mean_kappa4,
+             "confusion": self.confusion,
+             "input_size": list(self.input_size) if self.input_size else None,
+             "working_size": self.working_size,
+             "flags": [{"code": c, "message": self.flag_messages.get(c, "")}
+                       for c in self.flags],
+             "comparable_group": comparable_key(self)}
+        if self.screening is not None:
+            d["screening"] = dict(self.screening)
         if self.saliency is not None:
             d["saliency"] = dict(self.saliency)
             d.update(self.saliency_columns)
@@ -112,17 +175,28 @@ def load_entries(store: ResultStore | str) -> list[LeaderboardEntry]:
     out = []
     for (msha, dfp, seed, ver), rows in groups.items():
         m = models.get(msha, {"name": msha[:12], "arch": None})
-        e = LeaderboardEntry(m["name"], msha, m.get("arch"),
-                             datasets.get(dfp, {}).get("name", dfp), dfp, int(seed), ver)
+        ds = datasets.get(dfp, {})
+        e = LeaderboardEntry(m["name"], msha, m.get("arch"), ds.get("name", dfp), dfp,
+                             int(seed), ver)
+        _describe(e, m.get("meta") or {}, ds)
         clean = next((r for r in rows if r["condition"] == "clean"), None)
         if clean:
             e.n, e.accuracy = clean["n"], clean["accuracy"]
             e.balanced_accuracy, e.kappa = clean["balanced_accuracy"], clean["kappa"]
+            if clean.get("confusion"):
+                e.confusion = [[int(v) for v in row] for row in clean["confusion"]]
+                for f in entry_flags(e.confusion):
+                    e.flags.append(f.code)
+                    e.flag_messages[f.code] = f.message
         sal_rows = []
         sanity: dict[str, list[tuple[float, dict]]] = {}
         for r in rows:
             if r["kind"] == "corruption":
-                e.severity_accuracy.setdefault(r["name"], {})[int(r["severity"])] = r["accuracy"]
+                sv = int(r["severity"])
+                e.severity_accuracy.setdefault(r["name"], {})[sv] = r["accuracy"]
+                e.severity_kappa.setdefault(r["name"], {})[sv] = _finite(r.get("kappa"))
+                e.severity_balanced_accuracy.setdefault(r["name"], {})[sv] = _finite(
+                    r.get("balanced_accuracy"))
             elif r["kind"] == "attack":
                 lab = labels[_attack_id(r)]
                 e.attacks.setdefault(lab, {})[float(r["eps"])] = (
@@ -144,11 +218,15 @@ def load_entries(store: ResultStore | str) -> list[LeaderboardEntry]:
             for f in attack_sanity_flags(name, sanity[name]):
                 if f.code not in e.attack_flags:
                     e.attack_flags.append(f.code)
+                    e.attack_flag_messages[f.code] = f.message
         for c, sev in sorted(e.severity_accuracy.items()):
             if 4 in sev and e.accuracy is not None and sev[4] is not None:
                 e.drop4[c] = e.accuracy - sev[4]
         if e.drop4:
             e.mean_drop4 = float(np.mean(list(e.drop4.values())))
+        k4 = [sev[4] for sev in e.severity_kappa.values() if sev.get(4) is not None]
+        if k4:
+            e.mean_kappa4 = float(np.mean(k4))
         if e.attacks:
             name = headline_attack(e)
             e.headline_attack = name
@@ -158,11 +236,139 @@ def load_entries(store: ResultStore | str) -> list[LeaderboardEntry]:
                 e.auc_success = area_under_success_curve([p[0] for p in pts],
                                                          [p[1] for p in pts])
         out.append(e)
-    out.sort(key=lambda e: (-(e.balanced_accuracy if e.balanced_accuracy is not None else -1),
-                            e.model, e.dataset, e.seed, e.library_version))
+    out = rank_entries(out)
     if not isinstance(store, ResultStore):
         st.close()
     return out
+
+
+def _finite(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _describe(e: LeaderboardEntry, mmeta: dict, ds: dict) -> None:
+    """What an entry ran on, from the store's model and data set meta."""
+    size = mmeta.get("input_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(size):
+        e.input_size = (int(size[0]), int(size[1]))
+    pre = mmeta.get("preprocessing")
+    if isinstance(pre, dict):
+        e.preprocessing = pre.get("enhancement")
+    head = mmeta.get("head")
+    if isinstance(head, dict):
+        e.head = head.get("name")
+    dmeta = dict(ds.get("meta") or {})
+    e.dataset_meta = dmeta
+    if dmeta.get("size"):
+        e.working_size = int(dmeta["size"])
+    elif dmeta.get("kind") == "tensors" and len(dmeta.get("shape") or []) == 4:
+        e.working_size = int(dmeta["shape"][-1])
+
+
+def entry_flags(confusion: Any) -> list[Flag]:
+    """The flags an entry's clean confusion matrix raises (:data:`ENTRY_FLAG_CODES`), by the
+    same rules and with the same messages as the bench's (:func:`.flags.make_flags`): a small
+    sample, grades missing from the set, a model that predicts one grade for every image, a
+    clean accuracy not above always predicting the commonest grade."""
+    from types import SimpleNamespace
+
+    from .flags import make_flags
+    cm = np.asarray(confusion, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.sum() == 0:
+        return []
+    clean = CleanResult.from_confusion(cm)
+    # the data and model inputs of make_flags only raise flags that are not about the counts
+    di = SimpleNamespace(meta={}, tensor_input=False)
+    mi = SimpleNamespace(preprocessing=SimpleNamespace(enhancement="none", source="model"))
+    return [f for f in make_flags(clean, [], [], di, mi) if f.code in ENTRY_FLAG_CODES]
+
+
+def comparable_key(e: LeaderboardEntry) -> str:
+    """Entries with the same key are ranked in one table: the same data set fingerprint (the
+    images, their labels and the working size), the same model input size and the same
+    headline attack configuration (its column label, which carries the config hash when two
+    configurations share a name)."""
+    size = "x".join(str(v) for v in e.input_size) if e.input_size else "-"
+    return f"{e.dataset_fingerprint}|{size}|{e.headline_attack or '-'}"
+
+
+def rank_key(e: LeaderboardEntry) -> tuple:
+    """The default order inside a comparable group: unflagged entries first, then the mean
+    severity-4 kappa (higher first, missing last), clean kappa (likewise), the model name."""
+    def desc(v):
+        return (1, 0.0) if v is None or (isinstance(v, float) and math.isnan(v)) else (0, -v)
+    return (int(e.demoted), desc(e.mean_kappa4), desc(e.kappa), e.model, e.dataset, e.seed,
+            e.library_version, e.model_sha256)
+
+
+@dataclass
+class Group:
+    """Entries that can be ranked side by side (:func:`comparable_key`), in rank order."""
+    key: str
+    entries: list[LeaderboardEntry]
+
+    @property
+    def title(self) -> str:
+        """What the entries share: data set, images, working size, model input, attack."""
+        e = self.entries[0]
+        parts = [e.dataset, f"{e.n} images" if e.n is not None else None,
+                 f"working size {e.working_size} px" if e.working_size else None,
+                 "model input " + "x".join(str(v) for v in e.input_size) + " px"
+                 if e.input_size else None,
+                 f"attack {e.headline_attack}" + (
+                     f" (config {e.attack_info[e.headline_attack].get('config_hash')})"
+                     if e.attack_info.get(e.headline_attack, {}).get("config_hash") else "")
+                 if e.headline_attack else "no attack"]
+        return ", ".join(p for p in parts if p)
+
+    @property
+    def notes(self) -> list[str]:
+        """What differs inside the group although it stays comparable."""
+        out = []
+        for what, get in (("seeds", lambda e: e.seed), ("library versions",
+                                                        lambda e: e.library_version)):
+            vals = sorted({get(e) for e in self.entries}, key=str)
+            if len(vals) > 1:
+                out.append(f"{what} differ: {', '.join(str(v) for v in vals)}")
+        cors = {tuple(sorted(e.drop4)) for e in self.entries}
+        if len(cors) > 1:
+            out.append("the entries were run on different sets of corruptions: the severity-4 "
+                       "means cover different corruptions")
+        return out
+
+
+def group_entries(entries: list[LeaderboardEntry]) -> list[Group]:
+    """The comparable groups of ``entries`` (each in rank order), ordered by data set name,
+    then input size, then attack label."""
+    by: dict[str, list[LeaderboardEntry]] = {}
+    for e in entries:
+        by.setdefault(comparable_key(e), []).append(e)
+    groups = [Group(k, sorted(v, key=rank_key)) for k, v in by.items()]
+    groups.sort(key=lambda g: (g.entries[0].dataset, g.entries[0].input_size or (0, 0),
+                               g.entries[0].headline_attack or "", g.key))
+    return groups
+
+
+def rank_entries(entries: list[LeaderboardEntry]) -> list[LeaderboardEntry]:
+    """``entries`` in the leaderboard's default order: group after group, rank order inside."""
+    return [e for g in group_entries(entries) for e in g.entries]
+
+
+def headline_eps(entries: list[LeaderboardEntry], label: str | None) -> float | None:
+    """The eps of attack ``label`` whose robust accuracy the compact tables show: the middle
+    eps (upper middle for an even count) of those every entry that ran the attack has (all eps
+    when they share none); None without the attack. For the default L-inf sweep (0.5, 1, 2,
+    2.5, 4, 8 /255) it is 2.5/255."""
+    sets = [{eps_key(ep) for ep in e.attacks[label]} for e in entries
+            if label and label in e.attacks]
+    if not sets:
+        return None
+    common = set.intersection(*sets) or set.union(*sets)
+    eps = sorted(float(k) for k in common)
+    return eps[len(eps) // 2]
 
 
 def _attack_id(r: dict) -> tuple[str, str, str]:
@@ -215,6 +421,7 @@ def table(entries: list[LeaderboardEntry]) -> tuple[list[str], list[list[Any]]]:
     cors, atk_cols = _columns(entries)
     header = ["model", "arch", "dataset", "seed", "n", "clean_accuracy", "balanced_accuracy",
               "kappa", "mean_sev4_drop"] + [f"sev4_drop_{c}" for c in cors]
+    header += ["mean_sev4_kappa"]
     for lab, ep in atk_cols:
         header.append(f"{lab}@{format_eps(ep, _norm_of(entries, lab))}")
     for lab, ep in atk_cols:
@@ -225,12 +432,13 @@ def table(entries: list[LeaderboardEntry]) -> tuple[list[str], list[list[Any]]]:
     show_flags = any(e.attack_flags for e in entries)
     if show_flags:
         header.append("attack_flags")
-    header.append("model_sha256")
+    header += ["flags", "input_size", "model_sha256"]
     rows = []
     for e in entries:
         row: list[Any] = [e.model, e.arch, e.dataset, e.seed, e.n, e.accuracy,
                           e.balanced_accuracy, e.kappa, e.mean_drop4]
         row += [e.drop4.get(c) for c in cors]
+        row += [e.mean_kappa4]
         row += [_atk(e, name, ep, 0) for name, ep in atk_cols]
         row += [_atk(e, name, ep, 1) for name, ep in atk_cols]
         linf = e._norm(e.headline_attack) == "linf"
@@ -240,7 +448,9 @@ def table(entries: list[LeaderboardEntry]) -> tuple[list[str], list[list[Any]]]:
         row += [e.saliency_columns.get(c) for c in sal_cols]
         if show_flags:
             row.append(",".join(e.attack_flags) or None)
-        row.append(e.model_sha256[:12])
+        row += [",".join(e.flags) or None,
+                "x".join(str(v) for v in e.input_size) if e.input_size else None,
+                e.model_sha256[:12]]
         rows.append(row)
     return header, rows
 
@@ -270,10 +480,30 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def render(entries: list[LeaderboardEntry], fmt: str = "md", plots: dict | None = None) -> str:
+def render(entries: list[LeaderboardEntry], fmt: str = "md", plots: dict | None = None,
+           columns: str = "headline", width: int = 100) -> str:
+    """The leaderboard of ``entries`` in ``fmt`` (:data:`FORMATS`). md, csv and json have every
+    column (:func:`table`); ``text`` and ``latex`` the headline columns, one table per
+    comparable group (``columns="all"``: every column, as md / a full booktabs table); html is
+    the self-contained report (:mod:`.html`). ``plots``: {title: file name} of PNGs written
+    beside the output, linked from md (the html report embeds its own)."""
     if fmt not in FORMATS:
         from ..errors import RBFError
         raise RBFError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if columns not in ("headline", "all"):
+        from ..errors import RBFError
+        raise RBFError(f"--columns {columns}: choose headline or all")
+    if fmt == "text":
+        if columns == "all":
+            return render(entries, "md")
+        from .terminal import leaderboard_text
+        return leaderboard_text(entries, width=width)
+    if fmt == "latex":
+        from .latex import leaderboard_latex
+        return leaderboard_latex(entries, columns=columns)
+    if fmt == "html":
+        from .html import render_html
+        return render_html(entries)
     header, rows = table(entries)
     if fmt == "json":
         return json.dumps({"columns": header, "entries": [e.to_dict() for e in entries],
@@ -287,24 +517,10 @@ def render(entries: list[LeaderboardEntry], fmt: str = "md", plots: dict | None 
             w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v)
                         for v in r])
         return buf.getvalue()
-    if fmt == "md":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for r in rows:
-            lines.append("| " + " | ".join(_fmt(v) for v in r) + " |")
-        text = "\n".join(lines) + "\n"
-        if plots:
-            text += "\n" + "\n".join(f"![{k}]({v})" for k, v in plots.items()) + "\n"
-        return text
-    # html
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>\n"
-                   for r in rows)
-    imgs = "".join(f'<figure><img src="{html.escape(v)}" alt="{html.escape(k)}">'
-                   f"<figcaption>{html.escape(k)}</figcaption></figure>\n"
-                   for k, v in (plots or {}).items())
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>robustbench_fundus "
-            "leaderboard</title>\n<style>table{border-collapse:collapse;font:13px sans-serif}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-            "img{max-width:100%}</style></head><body>\n<h1>Leaderboard</h1>\n"
-            f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table>\n"
-            f"{imgs}</body></html>\n")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(v) for v in r) + " |")
+    text = "\n".join(lines) + "\n"
+    if plots:
+        text += "\n" + "\n".join(f"![{k}]({v})" for k, v in plots.items()) + "\n"
+    return text

@@ -24,6 +24,7 @@ import torch
 from ..errors import RBFError
 from ..grades import NUM_GRADES
 from .conditions import ATTACK_SANITY, Condition
+from .screening import batch_counts
 
 Counts = tuple[list[int], float]   # (integer counts + [bad-logits flag], seconds)
 
@@ -64,15 +65,15 @@ class BatchPipeline:
         return self.pre.geometry(x_work) if self.pre is not None else estimate_geometry(x_work)
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """The head's decisions (grades, or the referral decision) and whether any output was
-        non-finite. An output the head cannot read is a one-line error."""
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, bool, torch.Tensor]:
+        """The head's decisions (grades, or the referral decision), whether any output was
+        non-finite, and the outputs. An output the head cannot read is a one-line error."""
         out = self.head.check(self.m(x))
         if out.shape[0] != x.shape[0]:
             raise RBFError(f"the model returned {out.shape[0]} rows for {x.shape[0]} images; it "
                            "must return one row of scores per image")
         bad = not bool(torch.isfinite(out).all())
-        return self.head.decode(out), bad
+        return self.head.decode(out), bad, out.float()
 
     def run(self, batch: dict, pending: list[Condition],
             helpers: dict | None = None) -> dict[Condition, Counts]:
@@ -93,13 +94,17 @@ class BatchPipeline:
         shared = time.perf_counter() - t0
         B = x_raw.shape[0]
 
+        def counts_of(pred, o):   # the decisions' confusion matrix and the screening counts
+            return confusion_counts(y, pred, K) + batch_counts(self.head, grades, o, pred,
+                                                               clean_pred)
+
         # clean (also the reference for the attacks)
         t0 = time.perf_counter()
-        pred, bad = self.predict(x_clean)
+        clean_pred, bad, clean_out = self.predict(x_clean)
         t_clean = time.perf_counter() - t0 + shared
         clean = next((c for c in pending if c.kind == "clean"), None)
         if clean is not None:
-            out[clean] = (confusion_counts(y, pred, K) + [int(bad)], t_clean)
+            out[clean] = (counts_of(clean_pred, clean_out) + [int(bad)], t_clean)
             self._advance(clean, B)
 
         # corruptions: all severities of one corruption in one batched call
@@ -118,41 +123,67 @@ class BatchPipeline:
             xin = self.model_input(xc, g)
             dt = (time.perf_counter() - t0) / len(conds) + shared
             for k, c in enumerate(conds):
-                pk, bk = self.predict(xin[k * B:(k + 1) * B])
-                out[c] = (confusion_counts(y, pk, K) + [int(bk)], dt)
+                pk, bk, ok = self.predict(xin[k * B:(k + 1) * B])
+                out[c] = (counts_of(pk, ok) + [int(bk)], dt)
                 self._advance(c, B)
 
-        # attacks: one sweep per attack configuration over its pending (and helper) eps
+        # attacks: one sweep per attack configuration over its pending (and helper) eps; a
+        # referral-flip configuration attacks the referral decision (the same attack, read
+        # through the referral head)
         by_attack: dict[tuple, list[Condition]] = {}
         for c in pending:
-            if c.kind == "attack":
+            if c.kind in ("attack", "referral"):
                 by_attack.setdefault(c.attack_id, []).append(c)
         for aid, conds in by_attack.items():
             t0 = time.perf_counter()
             conds = sorted(conds, key=lambda c: c.eps)
             extra = sorted(set((helpers or {}).get(aid, ())) - {c.eps for c in conds})
             eps = sorted({c.eps for c in conds} | set(extra))
+            referral = conds[0].kind == "referral"
+            head, labels = self.head, y
+            if referral:
+                from ..heads import ReferralHead
+                head = ReferralHead(base=self.head, threshold=conds[0].threshold)
+                labels = head.labels(grades)
             with torch.enable_grad():
-                res = self.attacks[aid](self.m, x_clean, y, eps, seed=self.seed, sample_ids=ids,
-                                        keep_adv=False, head=self.head)
+                res = self.attacks[aid[:3]](self.m, x_clean, labels, eps, seed=self.seed,
+                                            sample_ids=ids, keep_adv=False, head=head)
             counts = res.counts
             dt = (time.perf_counter() - t0) / len(conds) + shared + t_clean / len(conds)
             for c in conds:
                 k = eps.index(c.eps)
-                san = []
-                for name in ATTACK_SANITY:
-                    v = getattr(counts, name)
-                    san.append(int(v[k]) if isinstance(v, (list, tuple)) else int(v))
-                out[c] = ([counts.n, counts.n_attacked, int(counts.n_success[k]), *san,
-                           int(bad)], dt)
+                if referral:
+                    vec = referral_counts(labels, res.clean_correct, res.per_eps[k].success)
+                else:
+                    san = []
+                    for name in ATTACK_SANITY:
+                        v = getattr(counts, name)
+                        san.append(int(v[k]) if isinstance(v, (list, tuple)) else int(v))
+                    adv_out = res.per_eps[k].adv_out
+                    adv_pred = self.head.decode(adv_out)
+                    vec = [counts.n, counts.n_attacked, int(counts.n_success[k]), *san,
+                           *counts_of(adv_pred, adv_out)]
+                out[c] = (vec + [int(bad)], dt)
                 self._advance(c, B)
         return out
+
+
+def referral_counts(labels: torch.Tensor, attacked: torch.Tensor, flipped: torch.Tensor
+                    ) -> list[int]:
+    """:data:`~robustbench_fundus.bench.conditions.REFERRAL_COUNTS` of one batch: per
+    referral label, the eyes, those decided right on clean input (attacked) and those whose
+    decision the attack flipped."""
+    ref = labels == 1
+    out = []
+    for side in (ref, ~ref):
+        out += [int(side.sum()), int((side & attacked).sum()), int((side & flipped).sum())]
+    return out
 
 
 def work_units(c: Condition) -> int:
     """The relative cost of one image through condition ``c``, for progress: one forward for
     clean and corrupted images, the step count (at least 1) of an attack at one eps."""
-    if c.kind == "attack":
+    if c.kind in ("attack", "referral"):
         return max(1, int(c.steps or 1))
     return 1
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 
 from ..errors import RBFError
@@ -56,12 +57,14 @@ def make_plan(conds: list[Condition], n: int, chunk_size: int, st, entry: dict
     # every eps of each attack configuration known for this entry: requested or stored
     known: dict[tuple, set[float]] = {}
     for c in conds:
-        if c.kind == "attack":
+        if c.kind in ("attack", "referral"):
             known.setdefault(c.attack_id, set()).add(float(c.eps))
     if st is not None:
         for r in st.results(**entry):
-            if r.get("kind") == "attack" and r.get("config_hash"):
+            if r.get("kind") in ("attack", "referral") and r.get("config_hash"):
                 aid = (r["name"], str(r["norm"]), str(r["config_hash"]))
+                if r["kind"] == "referral":
+                    aid += (f"ref>={(r.get('metrics') or {}).get('threshold')}",)
                 if aid in known:
                     known[aid].add(float(r["eps"]))
     helpers = {aid: sorted(v) for aid, v in known.items()}
@@ -74,7 +77,7 @@ def chunk_helpers(pending: list[Condition], helpers: dict) -> dict:
     out: dict[tuple, list[float]] = {}
     by: dict[tuple, list[float]] = {}
     for c in pending:
-        if c.kind == "attack":
+        if c.kind in ("attack", "referral"):
             by.setdefault(c.attack_id, []).append(float(c.eps))
     for aid, eps in by.items():
         top = max(eps)
@@ -89,7 +92,9 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
              ) -> int:
     """Evaluate the chunks of ``plan``; returns the number of images loaded."""
     from ..data.dataset import collate
-    pipe = BatchPipeline(mi, di, dev, seed, attacks)
+    bars = Bars(run.progress and dd.main, plan, conds, run.chunk_size, len(di.indices),
+                dd.world)
+    pipe = BatchPipeline(mi, di, dev, seed, attacks, progress=bars if bars.on else None)
     chunk_size, batch_size = run.chunk_size, run.batch_size
     # batches of this rank's share of each planned chunk; a batch never crosses a chunk
     batches, batch_chunk = [], []
@@ -102,7 +107,6 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
     loader = torch.utils.data.DataLoader(
         di.dataset, batch_sampler=batches, collate_fn=collate, num_workers=run.num_workers,
         persistent_workers=False)
-    bars = Bars(run.progress and dd.main, plan, conds, chunk_size, N)
     extra = {"device": str(dev), "torch_version": torch.__version__}
 
     def finalize(c, tot, s):
@@ -115,7 +119,8 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
         for ci, todo in plan:
             pending = [conds[k] for k in todo]
             extra_eps = chunk_helpers(pending, helpers)
-            acc: dict[Condition, list] = {c: [[0] * (c.n_counts + 1), 0.0] for c in pending}
+            acc: dict[Condition, list] = {c: [np.zeros(c.n_counts + 1, dtype=np.int64), 0.0]
+                                          for c in pending}
             while pos < len(batches) and batch_chunk[pos] == ci:
                 t0 = time.perf_counter()
                 batch = next(it)
@@ -130,11 +135,10 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
                 timing["compute_s"] += time.perf_counter() - t0
                 for c, (vec, secs) in res.items():
                     a = acc[c]
-                    a[0] = [u + v for u, v in zip(a[0], vec)]
+                    a[0] += np.asarray(vec, dtype=np.int64)
                     a[1] += secs
-                bars.update(pending, len(batch["id"]) * dd.world)
             # reduce over ranks: counts summed, seconds max
-            flat = torch.tensor([v for c in pending for v in acc[c][0]], dtype=torch.long)
+            flat = torch.from_numpy(np.concatenate([acc[c][0] for c in pending]))
             flat = dd.sum_(flat)
             secs = dd.max_(torch.tensor([acc[c][1] for c in pending], dtype=torch.float64))
             off = 0
@@ -159,8 +163,8 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
                     st.commit_chunk(entry, chunk_size, n_chunks, ci, chunk_counts, finalize)
                 else:
                     for c, (vec, s) in chunk_counts.items():
-                        t = totals.setdefault(c, [[0] * len(vec), 0.0])
-                        t[0] = [u + v for u, v in zip(t[0], vec)]
+                        t = totals.setdefault(c, [np.zeros(len(vec), dtype=np.int64), 0.0])
+                        t[0] += np.asarray(vec, dtype=np.int64)
                         t[1] += s
     finally:
         bars.close()

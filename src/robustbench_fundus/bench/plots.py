@@ -5,9 +5,16 @@
 * :func:`plot_severity_curves`: accuracy against severity (0 = clean), one panel per corruption,
   one line per model entry.
 * :func:`plot_confusion`: a confusion matrix as a heat map (for docs and reports).
+* :func:`success_figure`, :func:`severity_figure`: the same figures as matplotlib objects, and
+  :func:`png_data_uri` to inline one in a page (the html report is one self-contained file).
+* :func:`svg_lines`: a small line chart as standalone SVG text (the report's per-model charts:
+  light, crisp and fast for many models).
 """
 from __future__ import annotations
 
+import base64
+import html
+import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +42,28 @@ def plot_success_curves(entries: Sequence[LeaderboardEntry], out: str | Path,
                         attack: str | None = None) -> Path:
     """Success rate against eps of each entry's headline attack (or the attack labelled
     ``attack``), from (0, 0); one panel per norm (L-inf eps in /255, L2 as the plain norm)."""
+    return _save(success_figure(entries, attack), out)
+
+
+def _save(fig, out: str | Path) -> Path:
+    """``fig`` as a PNG at ``out``, written whole or not at all (the figure is closed)."""
+    from ..files import write_atomic
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _plt().close(fig)
+    return write_atomic(out, buf.getvalue(), what="plot")
+
+
+def png_data_uri(fig, dpi: int | None = None) -> str:
+    """``fig`` as a ``data:image/png;base64,...`` URI (the figure is closed)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    _plt().close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def success_figure(entries: Sequence[LeaderboardEntry], attack: str | None = None):
+    """The figure of :func:`plot_success_curves`."""
     plt = _plt()
     curves: dict[str, list] = {}
     for e in entries:
@@ -63,14 +92,16 @@ def plot_success_curves(entries: Sequence[LeaderboardEntry], out: str | Path,
             ax.text(0.5, 0.5, "no attack results", ha="center", transform=ax.transAxes)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def plot_severity_curves(entries: Sequence[LeaderboardEntry], out: str | Path) -> Path:
+    """Accuracy against severity (0 = clean), one panel per corruption, one line per entry."""
+    return _save(severity_figure(entries), out)
+
+
+def severity_figure(entries: Sequence[LeaderboardEntry]):
+    """The figure of :func:`plot_severity_curves`."""
     plt = _plt()
     cors = sorted({c for e in entries for c in e.severity_accuracy})
     n = max(1, len(cors))
@@ -105,11 +136,7 @@ def plot_severity_curves(entries: Sequence[LeaderboardEntry], out: str | Path) -
         fig.tight_layout(rect=(0, 0.08, 1, 1))
     else:
         fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def plot_confusion(cm, out: str | Path, labels: Sequence[str] | None = None,
@@ -131,11 +158,7 @@ def plot_confusion(cm, out: str | Path, labels: Sequence[str] | None = None,
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def write_plots(entries: Sequence[LeaderboardEntry], out_dir: str | Path,
@@ -145,3 +168,80 @@ def write_plots(entries: Sequence[LeaderboardEntry], out_dir: str | Path,
     a = plot_success_curves(entries, out_dir / f"{stem}_success_vs_eps.png")
     b = plot_severity_curves(entries, out_dir / f"{stem}_accuracy_vs_severity.png")
     return {"success rate against eps": a.name, "accuracy against severity": b.name}
+
+
+#: Line colours of :func:`svg_lines` (matplotlib's tab10).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def svg_lines(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, title: str,
+              xlabel: str, ylabel: str, xticks: Sequence[tuple[float, str]] | None = None,
+              ylim: tuple[float, float] = (0.0, 1.0), width: int = 380, height: int = 250,
+              hline: float | None = None) -> str:
+    """A line chart as standalone SVG: one polyline with markers per (label, points) series,
+    a legend under the plot, the y range ``ylim``, optional x tick labels and a dashed
+    horizontal line at ``hline``."""
+    pad_l, pad_r, pad_t = 44, 12, 24
+    n_leg = len(series)
+    leg_rows = math.ceil(n_leg / 2) if n_leg else 0
+    pad_b = 40 + 16 * leg_rows
+    height = max(height, pad_t + pad_b + 120)
+    pw, ph = width - pad_l - pad_r, height - pad_t - pad_b
+    xs = [x for _, pts in series for x, _ in pts] + [x for x, _ in (xticks or [])]
+    x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    if x1 <= x0:
+        x1 = x0 + 1.0
+    y0, y1 = ylim
+
+    def px(x: float) -> float:
+        return pad_l + (x - x0) / (x1 - x0) * pw
+
+    def py(y: float) -> float:
+        y = min(max(y, y0), y1)
+        return pad_t + (1 - (y - y0) / (y1 - y0)) * ph
+
+    esc = html.escape
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{width / 2:.1f}" y="15" text-anchor="middle" font-size="12" '
+           f'font-weight="bold">{esc(title)}</text>']
+    for k in range(6):
+        y = y0 + (y1 - y0) * k / 5
+        out.append(f'<line x1="{pad_l}" x2="{pad_l + pw}" y1="{py(y):.1f}" y2="{py(y):.1f}" '
+                   'stroke="#e4e4e4"/>')
+        out.append(f'<text x="{pad_l - 5}" y="{py(y) + 4:.1f}" text-anchor="end">{y:.1f}</text>')
+    for x, lab in (xticks or []):
+        out.append(f'<text x="{px(x):.1f}" y="{pad_t + ph + 14}" text-anchor="middle">'
+                   f'{esc(lab)}</text>')
+    out.append(f'<rect x="{pad_l}" y="{pad_t}" width="{pw}" height="{ph}" fill="none" '
+               'stroke="#999"/>')
+    if hline is not None:
+        out.append(f'<line x1="{pad_l}" x2="{pad_l + pw}" y1="{py(hline):.1f}" '
+                   f'y2="{py(hline):.1f}" stroke="#888" stroke-dasharray="4 3"/>')
+    out.append(f'<text x="{pad_l + pw / 2:.1f}" y="{pad_t + ph + 28}" text-anchor="middle">'
+               f'{esc(xlabel)}</text>')
+    out.append(f'<text transform="translate(12 {pad_t + ph / 2:.1f}) rotate(-90)" '
+               f'text-anchor="middle">{esc(ylabel)}</text>')
+    for i, (label, pts) in enumerate(series):
+        col = PALETTE[i % len(PALETTE)]
+        pts = [(x, y) for x, y in pts if y is not None and math.isfinite(y)]
+        if pts:
+            path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+            out.append(f'<polyline points="{path}" fill="none" stroke="{col}" '
+                       'stroke-width="1.8"/>')
+            out += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.6" fill="{col}"/>'
+                    for x, y in pts]
+        lx = pad_l + (i % 2) * (pw / 2)
+        ly = pad_t + ph + 42 + 16 * (i // 2)
+        out.append(f'<line x1="{lx:.1f}" x2="{lx + 14:.1f}" y1="{ly - 4}" y2="{ly - 4}" '
+                   f'stroke="{col}" stroke-width="2"/>')
+        out.append(f'<text x="{lx + 18:.1f}" y="{ly}">{esc(label[:28])}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def svg_data_uri(svg: str) -> str:
+    """SVG text as a ``data:image/svg+xml;base64,...`` URI (for an ``<img>``)."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")

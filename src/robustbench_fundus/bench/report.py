@@ -28,6 +28,43 @@ def _nan_to_none(v: Any) -> Any:
     return v
 
 
+def _with_screening(d: dict, scr: dict | None) -> dict:
+    """A result's dict with its screening figures beside its fields: ``<metric>_ci_low`` /
+    ``<metric>_ci_high`` for accuracy, balanced accuracy and kappa, and the blocks
+    ``referable``, ``vision_threatening``, ``calibration``, ``referral_curve``,
+    ``grade_shift`` (see :func:`robustbench_fundus.bench.screening.figures`)."""
+    d.pop("screening", None)
+    if not scr:
+        return d
+    if "accuracy" in scr:
+        d["accuracy_ci_low"], d["accuracy_ci_high"] = scr["accuracy"]["ci_low"], \
+            scr["accuracy"]["ci_high"]
+    for m in ("kappa", "balanced_accuracy"):
+        lo, hi = scr.get(f"{m}_ci", (None, None))
+        d[f"{m}_ci_low"], d[f"{m}_ci_high"] = lo, hi
+    for b in ("referable", "vision_threatening", "calibration", "referral_curve",
+              "grade_shift"):
+        if b in scr:
+            d[b] = scr[b]
+    return _clean_json(d)
+
+
+def _screening_from_dict(d: dict) -> dict | None:
+    """The screening figures of a result read back from its dict (inverse of
+    :func:`_with_screening`)."""
+    out: dict = {}
+    if "accuracy_ci_low" in d:
+        out["accuracy"] = {"ci_low": d["accuracy_ci_low"], "ci_high": d["accuracy_ci_high"]}
+    for m in ("kappa", "balanced_accuracy"):
+        if f"{m}_ci_low" in d:
+            out[f"{m}_ci"] = (d[f"{m}_ci_low"], d[f"{m}_ci_high"])
+    for b in ("referable", "vision_threatening", "calibration", "referral_curve",
+              "grade_shift", "paired"):
+        if b in d:
+            out[b] = d[b]
+    return out or None
+
+
 @dataclass
 class CleanResult:
     accuracy: float
@@ -37,6 +74,7 @@ class CleanResult:
     confusion: list[list[int]]
     per_class_recall: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    screening: dict | None = None   # see robustbench_fundus.bench.screening.figures
 
     @classmethod
     def from_confusion(cls, cm, seconds: float = 0.0) -> "CleanResult":
@@ -44,8 +82,13 @@ class CleanResult:
         return cls(m.accuracy, m.balanced_accuracy, m.kappa, m.n, m.confusion,
                    m.per_class_recall, float(seconds))
 
+    @property
+    def referable(self) -> dict | None:
+        return (self.screening or {}).get("referable")
+
     def to_dict(self) -> dict:
-        return {k: _clean_json(v) for k, v in asdict(self).items()}
+        d = {k: _clean_json(v) for k, v in asdict(self).items()}
+        return _with_screening(d, self.screening)
 
 
 @dataclass
@@ -61,9 +104,22 @@ class CorruptionResult:
     seconds: float = 0.0
     config_hash: str | None = None   # identity of the corruption's configuration
     config: dict | None = None       # the configuration itself (per-severity parameters, ...)
+    screening: dict | None = None
+
+    @property
+    def referable(self) -> dict | None:
+        return (self.screening or {}).get("referable")
 
     def to_dict(self) -> dict:
-        return {k: _clean_json(v) for k, v in asdict(self).items()}
+        d = _with_screening({k: _clean_json(v) for k, v in asdict(self).items()},
+                            self.screening)
+        p = (self.screening or {}).get("paired")
+        if p:  # the drop's paired interval (Newcombe) from the per-image 2x2 table
+            from ..metrics.screening import paired_difference
+            _, lo, hi = paired_difference(p["both_correct"], p["clean_only"],
+                                          p["condition_only"], p["neither"])
+            d.update(drop_ci_low=lo, drop_ci_high=hi, paired=p)
+        return d
 
 
 @dataclass
@@ -81,6 +137,9 @@ class AttackResult:
     label: str | None = None     # e.g. pgd_linf_10: names the configuration in columns
     config_hash: str | None = None
     config: dict | None = None   # the whole configuration that produced the numbers
+    #: the attacked predictions' figures: five-grade metrics, referable decisions, calibration
+    screening: dict | None = None
+    confusion: list[list[int]] | None = None     # true label x decision after the attack
 
     @property
     def eps_255(self) -> str | None:
@@ -106,10 +165,69 @@ class AttackResult:
                    int(n_broken), None if steps is None else int(steps), str(norm).lower(),
                    float(seconds), label, config_hash, config)
 
+    @property
+    def referable(self) -> dict | None:
+        return (self.screening or {}).get("referable")
+
     def to_dict(self) -> dict:
+        from ..metrics.screening import wilson
         d = {k: _clean_json(v) for k, v in asdict(self).items()}
         d["eps_255"] = self.eps_255
         d["eps_text"] = self.eps_text
+        d["success_rate_ci_low"], d["success_rate_ci_high"] = wilson(self.n_broken,
+                                                                     self.n_attacked)
+        d["robust_accuracy_ci_low"], d["robust_accuracy_ci_high"] = wilson(
+            self.n_attacked - self.n_broken, self.n)
+        scr = self.screening or {}
+        if "accuracy" in scr:  # the five-grade metrics of the attacked predictions
+            from ..metrics import ClassificationMetrics
+            m = ClassificationMetrics.from_confusion(np.asarray(self.confusion))
+            d.update(accuracy=_nan_to_none(m.accuracy),
+                     balanced_accuracy=_nan_to_none(m.balanced_accuracy),
+                     kappa=_nan_to_none(m.kappa))
+        return _with_screening(d, self.screening)
+
+
+@dataclass
+class ReferralFlipResult:
+    """The referral-flip attack at one eps: how many referable eyes (referred on clean input)
+    the attack pushed to "not referable" (missed referrals), and how many non-referable eyes it
+    pushed to "referable" (over-referrals), each with its denominator and Wilson interval."""
+    name: str
+    eps: float
+    threshold: int
+    n_referable: int
+    n_referable_attacked: int
+    n_missed: int
+    n_nonreferable: int
+    n_nonreferable_attacked: int
+    n_over_referred: int
+    label: str | None = None
+    norm: str = "linf"
+    steps: int | None = None
+    config_hash: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def missed_referral_rate(self) -> float:
+        return self.n_missed / self.n_referable_attacked if self.n_referable_attacked else \
+            float("nan")
+
+    @property
+    def over_referral_rate(self) -> float:
+        return self.n_over_referred / self.n_nonreferable_attacked \
+            if self.n_nonreferable_attacked else float("nan")
+
+    def to_dict(self) -> dict:
+        from ..metrics.screening import wilson
+        d = {k: _clean_json(v) for k, v in asdict(self).items()}
+        d["eps_text"] = format_eps(self.eps, self.norm)
+        for key, k, n in (("missed_referral_rate", self.n_missed, self.n_referable_attacked),
+                          ("over_referral_rate", self.n_over_referred,
+                           self.n_nonreferable_attacked)):
+            lo, hi = wilson(k, n)
+            d[key] = _nan_to_none(getattr(self, key))
+            d[f"{key}_ci_low"], d[f"{key}_ci_high"] = lo, hi
         return d
 
 
@@ -228,6 +346,9 @@ class BenchReport:
     dataset: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     saliency: dict[str, Any] | None = None
+    referral_flips: list[ReferralFlipResult] = field(default_factory=list)
+    #: the screening card (see :func:`robustbench_fundus.bench.screening.card`)
+    screening: dict[str, Any] | None = None
 
     @property
     def summary(self) -> dict:
@@ -254,8 +375,10 @@ class BenchReport:
             "clean": self.clean.to_dict() if self.clean else None,
             "corruptions": [c.to_dict() for c in self.corruptions],
             "attacks": [a.to_dict() for a in self.attacks],
+            "referral_flips": [r.to_dict() for r in self.referral_flips],
             "saliency": _clean_json(self.saliency) if self.saliency else None,
             "summary": _clean_json(self.summary),
+            "screening": _clean_json(self.screening) if self.screening else None,
             "flags": [f.to_dict() for f in self.flags],
             "provenance": _clean_json(self.provenance),
         }
@@ -273,21 +396,24 @@ class BenchReport:
             clean = CleanResult(f(c["accuracy"]), f(c["balanced_accuracy"]), f(c["kappa"]),
                                 c["n"], c["confusion"],
                                 [f(v) for v in c.get("per_class_recall", [])],
-                                c.get("seconds", 0.0))
+                                c.get("seconds", 0.0), _screening_from_dict(c))
         cors = [CorruptionResult(c["name"], c["severity"], f(c["accuracy"]),
                                  f(c["balanced_accuracy"]), f(c["kappa"]), f(c["drop"]), c["n"],
                                  c["confusion"], c.get("seconds", 0.0), c.get("config_hash"),
-                                 c.get("config"))
+                                 c.get("config"), _screening_from_dict(c))
                 for c in d.get("corruptions", [])]
         atks = [AttackResult(a["name"], a["eps"], f(a["success_rate"]), f(a["robust_accuracy"]),
                              a["n"], a["n_attacked"], a["n_broken"], a.get("steps"),
                              a.get("norm", "linf"), a.get("seconds", 0.0), a.get("label"),
-                             a.get("config_hash"), a.get("config"))
+                             a.get("config_hash"), a.get("config"), _screening_from_dict(a),
+                             a.get("confusion"))
                 for a in d.get("attacks", [])]
+        flips = [ReferralFlipResult(**{k: r[k] for k in ReferralFlipResult.__dataclass_fields__
+                                       if k in r}) for r in d.get("referral_flips", [])]
         flags = [Flag(**fl) for fl in d.get("flags", [])]
         return cls(clean, cors, atks, flags, d.get("provenance", {}), d.get("model", {}),
                    d.get("dataset", {}), d.get("schema_version", SCHEMA_VERSION),
-                   d.get("saliency"))
+                   d.get("saliency"), flips, d.get("screening"))
 
     # -- text -----------------------------------------------------------------------------------
     def summary_table(self) -> str:

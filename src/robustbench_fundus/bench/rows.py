@@ -14,8 +14,9 @@ import numpy as np
 
 from ..grades import NUM_GRADES
 from ..metrics import ClassificationMetrics
-from .conditions import ATTACK_SANITY, Condition
-from .report import AttackResult, CleanResult, CorruptionResult
+from .conditions import ATTACK_SANITY, REFERRAL_COUNTS, Condition
+from .screening import Layout, sparse
+from .report import AttackResult, CleanResult, CorruptionResult, ReferralFlipResult
 
 
 def finalize_row(cond: Condition, counts: Sequence[int], seconds: float, extra: dict) -> dict:
@@ -25,6 +26,16 @@ def finalize_row(cond: Condition, counts: Sequence[int], seconds: float, extra: 
     if cond.config is not None:
         row["config"] = cond.config
         row["config_hash"] = cond.config_hash
+    k = cond.n_labels
+    if cond.kind == "referral":
+        vals = [int(v) for v in counts[:len(REFERRAL_COUNTS)]]
+        c = dict(zip(REFERRAL_COUNTS, vals))
+        row.update(n=c["n_referable"] + c["n_nonreferable"], label=cond.label,
+                   n_attacked=c["n_referable_attacked"] + c["n_nonreferable_attacked"],
+                   n_broken=c["n_missed"] + c["n_over_referred"],
+                   metrics={"referral_flip": c, "threshold": cond.threshold})
+        return row
+    off = 0
     if cond.kind == "attack":
         n, na, nb = (int(v) for v in counts[:3])
         a = AttackResult.from_counts(cond.name, cond.eps, n, na, nb)
@@ -32,19 +43,23 @@ def finalize_row(cond: Condition, counts: Sequence[int], seconds: float, extra: 
         san += [0] * (len(ATTACK_SANITY) - len(san))
         row.update(n=n, n_attacked=na, n_broken=nb, label=cond.label,
                    success_rate=None if math.isnan(a.success_rate) else a.success_rate,
-                   robust_accuracy=None if math.isnan(a.robust_accuracy) else a.robust_accuracy,
-                   metrics={"sanity": dict(zip(ATTACK_SANITY, san))})
+                   robust_accuracy=None if math.isnan(a.robust_accuracy) else a.robust_accuracy)
+        off = 3 + len(ATTACK_SANITY)
+        metrics: dict = {"sanity": dict(zip(ATTACK_SANITY, san))}
     else:
-        k = cond.n_labels
-        cm = np.asarray(counts[:k * k], dtype=np.int64).reshape(k, k)
-        m = ClassificationMetrics.from_confusion(cm)
-        if k == NUM_GRADES:
-            row.update(n=m.n, accuracy=_none(m.accuracy),
-                       balanced_accuracy=_none(m.balanced_accuracy), kappa=_none(m.kappa),
-                       confusion=cm.tolist())
-        else:  # a referral decision: five-grade metrics do not exist for it
-            row.update(n=m.n, accuracy=None, balanced_accuracy=None, kappa=None,
-                       confusion=cm.tolist())
+        metrics = {}
+    cm = np.asarray(counts[off:off + k * k], dtype=np.int64).reshape(k, k)
+    m = ClassificationMetrics.from_confusion(cm)
+    five = k == NUM_GRADES        # a referral decision has no five-grade metrics
+    row.update(accuracy=_none(m.accuracy) if five else None,
+               balanced_accuracy=_none(m.balanced_accuracy) if five else None,
+               kappa=_none(m.kappa) if five else None, confusion=cm.tolist())
+    if cond.kind != "attack":
+        row["n"] = m.n
+    # the screening counts, kept compactly so every figure can be recomputed from the row
+    seg = counts[off + k * k:off + k * k + Layout(k).size]
+    metrics["screening"] = {"n_labels": k, "counts": sparse(seg)}
+    row["metrics"] = metrics
     return row
 
 
@@ -56,31 +71,50 @@ def _nan(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
-def build_report(rows: dict[str, dict], conditions: list[Condition]) -> tuple[
-        CleanResult | None, list[CorruptionResult], list[AttackResult]]:
-    """Report sections from store rows keyed by condition key."""
+def _fig_seed(seed: int, key: str) -> int:
+    from ..seeding import derive_seed
+    return derive_seed(int(seed), "bootstrap", key) % (2 ** 31)
+
+
+def build_report(rows: dict[str, dict], conditions: list[Condition], threshold: int = 2,
+                 seed: int = 0) -> tuple[CleanResult | None, list[CorruptionResult],
+                                         list[AttackResult], list[ReferralFlipResult]]:
+    """Report sections from store rows keyed by condition key, with each row's screening
+    figures at the referral threshold ``threshold`` (bootstrap seeded from ``seed`` and the
+    condition key)."""
+    from .screening import figures
     clean = None
     if "clean" in rows:
         r = rows["clean"]
         clean = CleanResult.from_confusion(r["confusion"], r.get("seconds") or 0.0)
+        clean.screening = figures(r, threshold, _fig_seed(seed, "clean")) or None
         if len(r["confusion"]) != NUM_GRADES:  # a referral decision: no five-grade metrics
             clean.accuracy = clean.balanced_accuracy = clean.kappa = float("nan")
             clean.per_class_recall = []
-    cors, atks = [], []
+    cors, atks, flips = [], [], []
     for c in conditions:
         r = rows.get(c.key)
         if r is None or c.kind in ("clean", "saliency"):
             continue
+        fig = figures(r, threshold, _fig_seed(seed, c.key)) or None
         if c.kind == "corruption":
             acc = _nan(r["accuracy"])
             drop = clean.accuracy - acc if clean is not None else float("nan")
             cors.append(CorruptionResult(c.name, c.severity, acc, _nan(r["balanced_accuracy"]),
                                          _nan(r["kappa"]), drop, int(r["n"]), r["confusion"],
                                          r.get("seconds") or 0.0, c.config_hash,
-                                         c.config_dict))
+                                         c.config_dict, fig))
+        elif c.kind == "referral":
+            f = (r.get("metrics") or {}).get("referral_flip") or {}
+            flips.append(ReferralFlipResult(
+                c.name, c.eps, int(c.threshold), *(int(f.get(k, 0)) for k in REFERRAL_COUNTS),
+                label=c.label, norm=str(c.norm), steps=c.steps, config_hash=c.config_hash,
+                seconds=r.get("seconds") or 0.0))
         else:
-            atks.append(AttackResult.from_counts(
+            a = AttackResult.from_counts(
                 c.name, c.eps, int(r["n"]), int(r["n_attacked"]), int(r["n_broken"]), c.steps,
                 c.norm, r.get("seconds") or 0.0, label=c.label, config_hash=c.config_hash,
-                config=c.config_dict))
-    return clean, cors, atks
+                config=c.config_dict)
+            a.screening, a.confusion = fig, r.get("confusion")
+            atks.append(a)
+    return clean, cors, atks, flips

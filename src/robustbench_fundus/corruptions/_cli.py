@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import RBFError
+from ..logs import add_log_options
 
 
 def register(subparsers) -> None:
@@ -27,6 +28,7 @@ def register(subparsers) -> None:
                    help="crop around the disc and resize to SIZE x SIZE first (grid default 256; "
                         "copies default: the input's own size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the nuisance draws (default 0)")
+    add_log_options(p)
     p.set_defaults(func=_cmd_corrupt)
 
 
@@ -45,6 +47,13 @@ def _resolve_names(name: str) -> list[str]:
 
 
 def _cmd_corrupt(args: argparse.Namespace) -> int:
+    from ..logs import command_logging, stderr_to_log
+    with command_logging("corrupt", args.quiet, args.log, options=args) as log:
+        with stderr_to_log(log):   # the copier's progress and skipped files, as log records
+            return _corrupt(args)
+
+
+def _corrupt(args: argparse.Namespace) -> int:
     from ..data.io import load_image
     from . import FUNDUS_CORRUPTIONS
     from .grid import corrupt_files, save_grid, severity_grid
@@ -70,6 +79,6 @@ def _cmd_corrupt(args: argparse.Namespace) -> int:
                        "(preprocessing happens when a model reads them)")
     names = _resolve_names(args.name or "all")
     n, skipped = corrupt_files(args.path, args.out, names, args.severity, size=args.size,
-                               seed=args.seed, progress=True)
+                               seed=args.seed, progress=not args.quiet)
     print(f"wrote {n} image(s) to {args.out}" + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
     return 1 if skipped else 0

@@ -6,6 +6,12 @@ package. They work per image on uint8 HWC NumPy arrays (slow: for comparison, no
 the package's own pixel scale (not scaled by the fundus radius). The output follows our
 convention: ``M * clip(y)`` at 8-bit levels, severity 0 the identity.
 
+The package is optional (``pip install "robustbench-fundus[imagenet-c]"``; it pulls numba,
+llvmlite, OpenCV and scikit-image): this module never imports it at import time, the 19
+corruptions are registered and listed without it (``rbf list corruptions`` shows them as not
+available), and using one -- its :meth:`~ImageNetCCorruption.identity` (what the benchmark
+keys its results by) or applying it -- raises a one-line :class:`RBFError` naming the extra.
+
 Seeding: the package draws from NumPy's *global* random state (and ``glass_blur`` /
 ``impulse_noise`` from OS entropy unless given a seed). Each image is corrupted with the global
 state seeded from (seed, corruption name, sample id) and the caller's global state restored
@@ -22,9 +28,11 @@ import numpy as np
 import torch
 
 from ..errors import RBFError
+from ..registry import Extra
 from .base import Corruption, fixed
 
-__all__ = ["IMAGENET_C_CORRUPTIONS", "ImageNetCConfig", "ImageNetCCorruption", "PREFIX"]
+__all__ = ["IMAGENET_C_CORRUPTIONS", "ImageNetCConfig", "ImageNetCCorruption", "PREFIX",
+           "IMAGENET_C_EXTRA"]
 
 PREFIX = "imagenet_c/"
 IMAGENET_C_CORRUPTIONS = (
@@ -33,6 +41,9 @@ IMAGENET_C_CORRUPTIONS = (
     "pixelate", "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate",
 )
 _TAKES_SEED = {"glass_blur", "impulse_noise"}
+#: The optional package behind these corruptions and the extra that installs it.
+IMAGENET_C_EXTRA = Extra(module="imagecorruptions", extra="imagenet-c",
+                         dist="imagecorruptions-imaug")
 _NP_LOCK = threading.Lock()  # the global NumPy state is process-wide
 
 
@@ -52,6 +63,7 @@ class ImageNetCCorruption(Corruption):
                  "(per image, NumPy)")
     Config = ImageNetCConfig
     package = "imagecorruptions-imaug"
+    requires = IMAGENET_C_EXTRA
 
     def __init__(self, config: ImageNetCConfig | None = None, **overrides):
         super().__init__(config, **overrides)
@@ -64,11 +76,20 @@ class ImageNetCCorruption(Corruption):
     def params(self, severity: int) -> dict:
         return {"corruption": self.config.corruption, "severity": severity}
 
+    def identity(self) -> dict:
+        """As :meth:`Corruption.identity` (it names the package version that computes the
+        images); without the package there is nothing that could produce them: a one-line
+        :class:`RBFError` naming the extra, before any image is processed."""
+        self.requires.require(f"corruption {self.name}")
+        return super().identity()
+
     def _apply(self, x, severity, geom, draws):
+        self.requires.require(f"corruption {self.name}")
         try:
             from imagecorruptions import corrupt
-        except ImportError as exc:  # pragma: no cover - it is a dependency
-            raise RBFError("imagenet_c corruptions need `pip install imagecorruptions-imaug`") from exc
+        except ImportError as exc:  # installed, but it (or numba, OpenCV, ...) fails to import
+            raise self.requires.missing(f"corruption {self.name}",
+                                        f"importing it failed: {exc}") from None
         b, _, H, W = x.shape
         if H < 32 or W < 32:
             raise RBFError(f"{self.name}: images must be at least 32x32 pixels, got {H}x{W}")

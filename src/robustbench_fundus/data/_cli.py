@@ -52,6 +52,10 @@ def summarize(path, labels=None, strict=False, seed=0, val_fraction=0.3, workers
     }
 
 
+def _printable(text: object) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _counts(records) -> dict:
     out = {str(g): 0 for g in range(5)}
     for r in records:
@@ -77,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
              f"split       train {sp['train']} / val {sp['val']} "
              f"({sp['val'] / max(n, 1):.1%} val, seed {sp['seed']}), "
              f"subject overlap {sp['subject_overlap']}"]
-    for u in s["unreadable"][:20]:
-        lines.append(f"skipped     {u['path']}: {u['reason']}")
+    for u in s["unreadable"][:20]:  # one line each, whatever the file names hold
+        lines.append(f"skipped     {_printable(u['path'])}: {_printable(u['reason'])}")
     if len(s["unreadable"]) > 20:
         lines.append(f"skipped     ... and {len(s['unreadable']) - 20} more (see --json)")
     print("\n".join(lines))

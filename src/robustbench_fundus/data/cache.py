@@ -2,11 +2,21 @@
 
 ``load_working(path, size)`` = decode ->
 :meth:`~robustbench_fundus.preprocessing.Preprocessing.working_crop` (fundus geometry, square crop
-around the disc, resize to ``size x size``) -> ``uint8 (3,S,S)``. The result is stored as an
-8-bit RGB PNG (fast compression level 1: about 250 KB for a 512 px crop, a third of raw ``.npy``, decoded in a few
-ms) under ``<cache_dir>/v<N>/<size>/<aa>/<content hash>.png``, keyed by a hash of the file's
-bytes (so a renamed or copied file hits, an edited one misses) plus the size and crop margin. Files are
-written to a temporary name in the same folder and moved into place with :func:`os.replace`, so
+around the disc, resize to ``size x size``) -> ``uint8 (3,S,S)``.
+
+Decoding takes only the resolution the crop needs: a JPEG is decoded at the largest DCT-domain
+reduction (1/2, 1/4, 1/8) whose short side is still at least the working size
+(:func:`~robustbench_fundus.data.io.draft_reduction`); when the crop around the disc found there
+(side ``2 * margin * R``) would be smaller than the working size, it is decoded again at the next
+smaller reduction, so a crop is never upsampled from a reduced decode. Geometry, crop and resize
+then run on the decoded image.
+
+The crop is stored under ``<cache_dir>/v<N>/<size>/<aa>/<content hash>.<npy|png>``, keyed by a
+hash of the file's bytes (so a renamed or copied file hits, an edited one misses) plus the size
+and crop margin. Format (``$RBF_CACHE_FORMAT``): ``npy`` (default: the raw ``uint8 (3,S,S)``
+array, 768 KB at 512 px, read in well under a millisecond) or ``png`` (8-bit RGB PNG at
+compression level 1: a third of the size, about 10 ms to decode at 512 px). Files are written
+to a temporary name in the same folder and moved into place with :func:`os.replace`, so
 concurrent processes never see a half-written entry; a damaged entry is treated as a miss and
 rewritten.
 
@@ -26,11 +36,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..preprocessing import Preprocessing
-from .io import decode_bytes, read_bytes
+from ..errors import DataError
+from ..preprocessing import Geometry, Preprocessing
+from .io import JPEG_REDUCTIONS, decode_bytes, draft_reduction, image_size, read_bytes
 
 # Bump when decode/geometry/crop change so stale entries are not reused.
-CACHE_VERSION = 1
+# v2: JPEGs decoded at a DCT-domain reduction (the crops differ from v1's by a few grey levels).
+CACHE_VERSION = 2
+#: Formats of cache entries; ``$RBF_CACHE_FORMAT`` picks one (default: the first).
+CACHE_FORMATS = ("npy", "png")
+#: Decode JPEGs at a DCT-domain reduction when the crop allows it (False: always full size;
+#: such crops are cached under their own key).
+DRAFT_DECODING = True
 
 CacheDir = Union[str, os.PathLike, None, bool]
 
@@ -50,35 +67,72 @@ def _cache_root(cache_dir: CacheDir) -> Path | None:
     return Path(cache_dir).expanduser()
 
 
+def cache_format() -> str:
+    """The entry format: ``$RBF_CACHE_FORMAT`` (``npy`` or ``png``), else ``npy``."""
+    fmt = os.environ.get("RBF_CACHE_FORMAT", "").strip().lower() or CACHE_FORMATS[0]
+    if fmt not in CACHE_FORMATS:
+        raise DataError(f"RBF_CACHE_FORMAT={fmt!r}: use {' or '.join(CACHE_FORMATS)}")
+    return fmt
+
+
 def content_key(data: bytes, size: int, margin: float = 1.0) -> str:
     h = hashlib.blake2b(data, digest_size=16)
-    h.update(f"|size={int(size)}|margin={float(margin)!r}|v{CACHE_VERSION}".encode())
+    full = "" if DRAFT_DECODING else "|full-decode"
+    h.update(f"|size={int(size)}|margin={float(margin)!r}|v{CACHE_VERSION}{full}".encode())
     return h.hexdigest()
 
 
-def cache_path(root: Path, key: str, size: int) -> Path:
-    return root / f"v{CACHE_VERSION}" / str(int(size)) / key[:2] / f"{key}.png"
+def cache_path(root: Path, key: str, size: int, fmt: str | None = None) -> Path:
+    fmt = fmt or cache_format()
+    return root / f"v{CACHE_VERSION}" / str(int(size)) / key[:2] / f"{key}.{fmt}"
 
 
-def working_crop(img: torch.Tensor, size: int, margin: float = 1.0) -> torch.Tensor:
+def working_crop(img: torch.Tensor, size: int, margin: float = 1.0,
+                 geom: Geometry | None = None) -> torch.Tensor:
     """uint8 (3,H,W) photograph -> uint8 (3,S,S) crop around the fundus disc (the preprocessing
-    stage's :meth:`~robustbench_fundus.preprocessing.Preprocessing.working_crop`, at 8 bits)."""
-    out = Preprocessing(margin=margin).working_crop(img, int(size))[0]
+    stage's :meth:`~robustbench_fundus.preprocessing.Preprocessing.working_crop`, at 8 bits).
+    ``geom``: the photograph's geometry when already estimated."""
+    out = Preprocessing(margin=margin).working_crop(img, int(size), geom=geom)[0]
     return out.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _encode_png(arr: np.ndarray) -> bytes:
-    """(3,S,S) uint8 -> PNG bytes."""
+def decode_for_crop(data: bytes, size: int, margin: float = 1.0, name="<bytes>"
+                    ) -> tuple[torch.Tensor, Geometry, int]:
+    """Decode ``data`` at the largest JPEG reduction that keeps the crop at least ``size`` px.
+
+    Returns the decoded ``uint8 (3,h,w)`` image, its geometry and the reduction used (1 for
+    other formats). The reduction starts at :func:`~robustbench_fundus.data.io.draft_reduction`
+    of the image size; while the crop around the disc found at that scale (side
+    ``2 * margin * R``) is smaller than ``size``, the image is decoded again at half the
+    reduction.
+    """
+    size = int(size)
+    w, h, fmt = image_size(data, name)
+    r = draft_reduction(w, h, size) if fmt == "JPEG" and DRAFT_DECODING else 1
+    while True:
+        img = decode_bytes(data, name=name, reduction=r)
+        geom = Preprocessing(margin=margin).photo_geometry(img)
+        if r == 1 or 2.0 * margin * float(geom.radius[0]) >= size:
+            return img, geom, r
+        r = JPEG_REDUCTIONS[JPEG_REDUCTIONS.index(r) - 1]
+
+
+def _encode(arr: np.ndarray, fmt: str) -> bytes:
+    """(3,S,S) uint8 -> the bytes of an entry."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0))).save(buf, format="PNG",
-                                                                        compress_level=1)
+    if fmt == "npy":
+        np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    else:
+        Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0))).save(buf, format="PNG",
+                                                                            compress_level=1)
     return buf.getvalue()
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    data = _encode_png(arr)
+    fmt = path.suffix[1:]
+    data = _encode(arr, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -93,6 +147,11 @@ def _atomic_save(path: Path, arr: np.ndarray) -> None:
 
 def _try_load(path: Path, size: int) -> np.ndarray | None:
     try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+            if arr.dtype != np.uint8 or arr.shape != (3, size, size):
+                return None
+            return arr
         with Image.open(path) as img:
             if img.mode != "RGB" or img.size != (size, size):
                 return None
@@ -115,10 +174,8 @@ def load_working_ex(path, size: int, cache_dir: CacheDir = None,
         arr = _try_load(cpath, size) if cpath.is_file() else None
         if arr is not None:
             return torch.from_numpy(arr), True
-    # Let the JPEG decoder drop resolution (powers of two) while both sides stay >= 1.5x size,
-    # so the disc still spans at least the working size.
-    img = decode_bytes(data, name=path, min_size=(3 * size + 1) // 2)
-    out = working_crop(img, size, margin)
+    img, geom, _ = decode_for_crop(data, size, margin, name=path)
+    out = working_crop(img, size, margin, geom=geom)
     if cpath is not None:
         try:
             _atomic_save(cpath, out.numpy())

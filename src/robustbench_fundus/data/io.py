@@ -6,11 +6,22 @@ and images with an alpha channel (``RGBA``, ``LA``, ``PA``) are composited onto 
 what the surround of a fundus photograph is. A file that cannot be decoded (zero bytes,
 truncated, not an image at all) raises :class:`~robustbench_fundus.errors.DataError` whose
 message names the file and the reason.
+
+JPEGs can be decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (Pillow's ``Image.draft``),
+which is several times faster for big originals: ``reduction=`` asks for one scale,
+:func:`draft_reduction` picks the largest one that keeps the short side at least the working
+size. An image larger than Pillow's decompression-bomb limit is decoded with one line logged
+under the ``robustbench_fundus`` logger instead of Pillow's warning (twice the limit: a
+``DataError``).
 """
 from __future__ import annotations
 
 import io
+import logging
+import math
 import os
+import threading
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -29,6 +40,13 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Decompression-bomb guard: fundus photographs are at most a few tens of megapixels.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 120_000_000)
+
+#: DCT-domain reductions a JPEG can be decoded at.
+JPEG_REDUCTIONS = (1, 2, 4, 8)
+
+log = logging.getLogger(__name__)
+# Image.open is wrapped in warnings.catch_warnings, which swaps process-wide state: one at a time.
+_OPEN_LOCK = threading.Lock()
 
 
 def is_image_name(name: str) -> bool:
@@ -67,18 +85,72 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def decode_bytes(data: bytes, name: PathLike = "<bytes>", min_size: int | None = None) -> torch.Tensor:
+def draft_reduction(width: int, height: int, size: int) -> int:
+    """The largest JPEG reduction (1, 2, 4, 8) whose decoded short side is still ``>= size``.
+
+    A fundus disc spans at least most of the short side, so the crop around it keeps at least
+    the working size; :func:`~robustbench_fundus.data.cache.load_working` checks that on the
+    decoded image and decodes again at a smaller reduction when it does not.
+    """
+    short = min(int(width), int(height))
+    for r in reversed(JPEG_REDUCTIONS):
+        if math.ceil(short / r) >= size:
+            return r
+    return 1
+
+
+def _open(data: bytes, name: PathLike) -> Image.Image:
+    """``Image.open`` with Pillow's decompression-bomb warning turned into one logged line."""
+    with _OPEN_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = Image.open(io.BytesIO(data))
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            log.warning("%s: %dx%d = %s pixels, more than the %s expected of a fundus photograph; "
+                        "decoding it anyway (above %s it is refused)", name, img.size[0],
+                        img.size[1], f"{img.size[0] * img.size[1]:,}",
+                        f"{Image.MAX_IMAGE_PIXELS:,}", f"{2 * Image.MAX_IMAGE_PIXELS:,}")
+        else:  # someone else's warning, caught while we held the hook: pass it on
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return img
+
+
+def image_size(data: bytes, name: PathLike = "<bytes>") -> tuple[int, int, str | None]:
+    """``(width, height, format)`` from the header only (nothing decoded)."""
+    try:
+        with _open(data, name) as img:
+            return img.size[0], img.size[1], img.format
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not an image Pillow can read; remove it or convert it to "
+                        f"JPEG/PNG") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{name}: cannot decode image ({msg}); the file is probably truncated "
+                        f"or corrupt: re-copy or remove it") from None
+
+
+def decode_bytes(data: bytes, name: PathLike = "<bytes>", min_size: int | None = None,
+                 reduction: int | None = None) -> torch.Tensor:
     """Decode encoded image bytes to a ``uint8`` tensor ``(3,H,W)``.
 
     ``min_size``: for JPEGs, let the decoder scale down by a power of two (1/2, 1/4, 1/8) as
     long as both sides stay at least ``min_size`` pixels (much faster for big originals).
+    ``reduction``: for JPEGs, decode at exactly 1/``reduction`` scale (1, 2, 4 or 8), each side
+    rounded up; other formats are decoded at full size.
     """
     if len(data) == 0:
         raise DataError(f"{name}: empty file (0 bytes); re-copy or remove it")
+    if reduction is not None and reduction not in JPEG_REDUCTIONS:
+        raise DataError(f"{name}: reduction={reduction!r}: use one of "
+                        f"{', '.join(map(str, JPEG_REDUCTIONS))}")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if min_size is not None and img.format == "JPEG":
-                img.draft("RGB", (int(min_size), int(min_size)))
+        with _open(data, name) as img:
+            if img.format == "JPEG":
+                w, h = img.size
+                if reduction is not None and reduction > 1:
+                    img.draft("RGB", (w // reduction, h // reduction))
+                elif min_size is not None:
+                    img.draft("RGB", (int(min_size), int(min_size)))
             img.load()
             arr = _to_rgb_array(img)
     except UnidentifiedImageError:
@@ -117,7 +189,7 @@ def check_image(path: PathLike) -> str | None:
         data = read_bytes(p)
         if len(data) == 0:
             return "empty file (0 bytes)"
-        with Image.open(io.BytesIO(data)) as img:
+        with _open(data, p) as img:
             img.verify()  # structure and checksums (PNG CRCs)
         decode_bytes(data, name=p)  # full decode: catches truncation
     except DataError as exc:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import RBFError
+from ..logs import add_log_options
 
 
 def _parse_target(s: str):
@@ -54,6 +55,12 @@ def _label(path: str, others: list[str]) -> str:
 
 
 def cmd_saliency(args: argparse.Namespace) -> int:
+    from ..logs import command_logging
+    with command_logging("saliency", args.quiet, args.log, options=args) as log:
+        return _saliency(args, log)
+
+
+def _saliency(args: argparse.Namespace, log) -> int:
     from .figure import saliency_figure
 
     dev = _device(args.device)
@@ -65,6 +72,8 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
         raise RBFError(f"--out {args.out!r}: give a .png (or .pdf/.svg/.jpg) file name")
+    log.info(f"rbf saliency: {args.method} ({args.steps} steps, baseline {args.baseline}) of "
+             f"{len(models)} model(s) on {args.image}")
     res = saliency_figure(models, args.image, out, target=args.target, baseline=args.baseline,
                           steps=args.steps, method=args.method, size=args.size, seed=args.seed,
                           internal_batch_size=args.batch_size)
@@ -110,4 +119,5 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--out", required=True, metavar="FIG", help="output figure (.png)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    add_log_options(p)
     p.set_defaults(func=cmd_saliency)

@@ -11,7 +11,6 @@ mean/std.
 """
 from __future__ import annotations
 
-import difflib
 import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -174,7 +173,8 @@ def get_spec(arch: str) -> ModelSpec:
     if spec is not None:
         return spec
     pool = list(REGISTRY.names()) + list(_timm_names())
-    close = difflib.get_close_matches(arch, pool, n=3, cutoff=0.6)
+    from ..registry import close_matches
+    close = close_matches(arch, pool, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `rbf list models`"
     raise RBFError(f"unknown architecture {arch!r} (neither registered nor a timm model){hint}")
 

@@ -116,7 +116,8 @@ def _sniff(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, OSError, EOFError,
+                struct.error, NotImplementedError):
             raise _fail(path, "is a damaged or truncated zip/torch file; save or download it "
                               "again") from None
         if any("/code/" in n or n.endswith("constants.pkl") for n in names):
@@ -223,6 +224,47 @@ def _strip_prefixes(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
             return sd, stripped, wrapper
 
 
+def _check_metadata(path: Path, meta: Any) -> None:
+    """The library's metadata has the types this version reads; else a one-line error."""
+    def bad(field: str, v: Any) -> CheckpointError:
+        return _fail(path, f"has robustbench_fundus metadata this version cannot use "
+                           f"({field}: {str(v)[:40]!r}); re-save it with save_checkpoint")
+
+    if not isinstance(meta, dict):
+        raise bad("metadata", type(meta).__name__)
+
+    def num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    checks = {
+        "arch": lambda v: isinstance(v, str) and v,
+        "num_classes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "input_size": lambda v: (isinstance(v, int) and not isinstance(v, bool) and v > 0) or (
+            isinstance(v, (list, tuple)) and len(v) == 2 and all(
+                isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in v)),
+        "mean": lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(map(num, v)),
+        "std": lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(
+            num(u) and u > 0 for u in v),
+        "label_names": lambda v: isinstance(v, (list, tuple)) and all(
+            isinstance(u, str) for u in v),
+        "preprocessing": lambda v: isinstance(v, str),
+        "head": lambda v: v is None or isinstance(v, str),
+        "head_options": lambda v: v is None or isinstance(v, dict),
+    }
+    for key, ok in checks.items():
+        if key in meta and meta[key] is not None and not ok(meta[key]):
+            raise bad(key, meta[key])
+    if meta.get("head") is not None:
+        from ..heads import make_head
+        try:
+            make_head(meta["head"], **(meta.get("head_options") or {}))
+        except RBFError:
+            raise bad("head", meta["head"]) from None
+    names, n = meta.get("label_names"), meta.get("num_classes")
+    if names is not None and n is not None and len(names) != n:
+        raise bad("label_names", f"{len(names)} names for {n} outputs")
+
+
 def read_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False,
                     map_location: Any = "cpu", prefer_ema: bool = False) -> RawCheckpoint:
     """Read a checkpoint file into a :class:`RawCheckpoint` (weights + what the file says)."""
@@ -245,6 +287,7 @@ def read_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False,
                 meta = json.loads(header["rbf"])
             except json.JSONDecodeError:
                 raise _fail(path, "has unreadable robustbench_fundus metadata (bad JSON)") from None
+            _check_metadata(path, meta)
             fmt = "rbf"
         raw = RawCheckpoint(path, fmt, sd, metadata=meta, arch=meta.get("arch"))
     elif kind == "torchscript":

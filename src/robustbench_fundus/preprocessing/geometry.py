@@ -10,6 +10,7 @@ Coordinates are pixel centres: pixel ``(row i, col j)`` sits at ``(x=j, y=i)``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -51,25 +52,70 @@ class Geometry:
 
     def distance(self) -> torch.Tensor:
         """(B,1,H,W) distance of each pixel from the fundus centre, in units of the radius."""
-        B, _, H, W = self.mask.shape
-        dev = self.mask.device
-        ys = torch.arange(H, device=dev, dtype=torch.float32).view(1, H, 1)
-        xs = torch.arange(W, device=dev, dtype=torch.float32).view(1, 1, W)
-        cx = self.center[:, 0].view(B, 1, 1).float()
-        cy = self.center[:, 1].view(B, 1, 1).float()
-        r = self.radius.view(B, 1, 1).float().clamp_min(1e-6)
-        return (((xs - cx) ** 2 + (ys - cy) ** 2).sqrt() / r).unsqueeze(1)
+        H, W = self.mask.shape[-2:]
+        return _distance(self.center.to(self.mask.device), self.radius.to(self.mask.device),
+                         H, W).unsqueeze(1)
+
+
+def _distance(center: torch.Tensor, radius: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """(B,H,W) distance of each pixel from ``center`` (B,2), in units of ``radius`` (B,)."""
+    B = center.shape[0]
+    dev = center.device
+    ys = torch.arange(H, device=dev, dtype=torch.float32).view(1, H, 1)
+    xs = torch.arange(W, device=dev, dtype=torch.float32).view(1, 1, W)
+    cx = center[:, 0].view(B, 1, 1).float()
+    cy = center[:, 1].view(B, 1, 1).float()
+    r = radius.view(B, 1, 1).float().clamp_min(1e-6)
+    d = (xs - cx) ** 2 + (ys - cy) ** 2
+    return d.sqrt_().div_(r)
+
+
+def _threshold(bright: torch.Tensor) -> torch.Tensor:
+    return (bright * _REL_THRESHOLD).clamp(_ABS_MIN, _ABS_MAX)
+
+
+@functools.lru_cache(maxsize=None)
+def _clamp_limits() -> tuple[float, float]:
+    """(lo, hi) float32 bright levels: ``_threshold(b)`` is ``_ABS_MIN`` for every ``b <= lo`` and
+    ``_ABS_MAX`` for every ``b >= hi`` (the product is monotone in ``b``, so these bound it)."""
+    def first(level: float, target: float, up: bool) -> float:
+        # walk float32 neighbours of the analytic boundary until the exact expression flips
+        v = torch.tensor([level / _REL_THRESHOLD], dtype=torch.float32)
+        t = torch.tensor([target], dtype=torch.float32)
+        step = torch.tensor([float("inf") if up else float("-inf")], dtype=torch.float32)
+        back = torch.tensor([float("-inf") if up else float("inf")], dtype=torch.float32)
+        hit = lambda u: bool((_threshold(u) == t).all())  # noqa: E731
+        while not hit(v):
+            v = torch.nextafter(v, step)
+        while hit(torch.nextafter(v, back)):
+            v = torch.nextafter(v, back)
+        return float(v)
+    return first(_ABS_MIN, _ABS_MIN, up=False), first(_ABS_MAX, _ABS_MAX, up=True)
 
 
 def foreground(x: torch.Tensor) -> torch.Tensor:
-    """(B,H,W) bool: pixels brighter than the adaptive background threshold."""
+    """(B,H,W) bool: pixels brighter than the adaptive background threshold.
+
+    The threshold is ``clamp(0.15 * bright, 0.03, 0.10)`` with ``bright`` the 99th percentile
+    of the brightest channel. Where the clamp decides it (most photographs: bright >= 2/3),
+    counting the pixels on either side of the clamp's limit is enough; the percentile itself
+    (``kthvalue``) is computed only for the other images. Same result either way.
+    """
     lum = x.amax(dim=1)  # (B,H,W)
     B = lum.shape[0]
     flat = lum.reshape(B, -1)
+    if not flat.is_floating_point():
+        flat = flat.float()
     k = max(1, int(flat.shape[1] * 0.99))
-    bright = flat.float().kthvalue(k, dim=1).values  # 99th percentile
-    thr = (bright * _REL_THRESHOLD).clamp(_ABS_MIN, _ABS_MAX).view(B, 1, 1)
-    return lum > thr
+    lo, hi = _clamp_limits()
+    high = (flat < hi).sum(1, dtype=torch.int32) < k    # k-th smallest >= hi: threshold _ABS_MAX
+    low = (flat <= lo).sum(1, dtype=torch.int32) >= k   # k-th smallest <= lo: threshold _ABS_MIN
+    thr = torch.where(high, _ABS_MAX, _ABS_MIN).to(flat.dtype)
+    rest = (~high & ~low).nonzero().flatten()
+    if rest.numel():
+        bright = flat[rest].float().kthvalue(k, dim=1).values  # 99th percentile
+        thr[rest] = _threshold(bright).to(flat.dtype)
+    return lum > thr.view(B, 1, 1)
 
 
 def _first_last(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,8 +143,10 @@ def estimate_geometry(x: torch.Tensor) -> Geometry:
         raise ValueError(f"expected (B,3,H,W) images, got shape {tuple(x.shape)}")
     B, _, H, W = x.shape
     fg = foreground(x)  # (B,H,W)
-    col_valid = fg.float().mean(dim=1) >= _LINE_FRACTION  # (B,W)
-    row_width = fg.float().sum(dim=2)                      # (B,H)
+    # counts summed as float32 (exact below 2^24): the mean over a column is its count / H
+    col_valid = fg.sum(dim=1, dtype=torch.float32) / H >= _LINE_FRACTION  # (B,W)
+    row_width = fg.sum(dim=2, dtype=torch.float32)                        # (B,H)
+    del fg
     row_valid = row_width >= _LINE_FRACTION * W
     left, right = _first_last(col_valid)
     top, bottom = _first_last(row_valid)
@@ -114,16 +162,16 @@ def estimate_geometry(x: torch.Tensor) -> Geometry:
     # mid-point of the rows with content when the band touches the frame edge.
     cy = torch.where(near.sum(1) == 0, torch.full_like(cy, (H - 1) / 2), cy)
     center = torch.stack([cx, cy], dim=1)
-    geom = Geometry(mask=torch.zeros(B, 1, H, W, device=x.device), center=center, radius=radius)
-    d = geom.distance()[:, 0]  # (B,H,W) in units of R
+    d = _distance(center, radius, H, W)  # (B,H,W) in units of R
     ys = torch.arange(H, device=x.device).view(1, H, 1)
     xs = torch.arange(W, device=x.device).view(1, 1, W)
     inside_rows = (ys >= top.view(B, 1, 1)) & (ys <= bottom.view(B, 1, 1))
     inside_cols = (xs >= left.view(B, 1, 1)) & (xs <= right.view(B, 1, 1))
     # Half a pixel of slack so the rim pixels the radius was measured from are inside.
     circle = d <= 1.0 + 0.5 / radius.view(B, 1, 1)
-    geom.mask = (circle & inside_rows & inside_cols).unsqueeze(1).float()
-    return geom
+    del d
+    circle.logical_and_(inside_rows).logical_and_(inside_cols)
+    return Geometry(mask=circle.unsqueeze(1).float(), center=center, radius=radius)
 
 
 def crop_boxes(geom: Geometry, margin: float = 1.0) -> torch.Tensor:

@@ -161,6 +161,11 @@ class Preprocessing:
         geom = estimate_geometry(x) if geom is None else _check_geometry(geom, x, "geom")
         return crop_resize(x, geom, size, margin=self.margin)
 
+    def photo_geometry(self, photo: torch.Tensor) -> Geometry:
+        """Geometry of decoded photograph(s), uint8 or float, (3,H,W) or (B,3,H,W): what
+        :meth:`working_crop` crops around (pass it back as ``geom=``)."""
+        return estimate_geometry(_batch(photo, "photo"))
+
     def geometry(self, x_work: torch.Tensor) -> Geometry:
         """Geometry (mask, centre, radius) of the CLEAN working crop(s), batched."""
         return estimate_geometry(_batch(x_work, "x_work"))

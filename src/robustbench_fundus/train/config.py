@@ -19,12 +19,17 @@ class TrainConfig:
     ``data``: a data-set folder (any layout ``rbf`` reads) or ``"synthetic"`` /
     ``"synthetic:N"`` (N generated images for training, plus a held-out synthetic validation
     set of ``val_fraction`` x N from another seed). ``size`` defaults to the architecture's
-    input size. ``eps`` is in [0, 1] pixel units (2.5/255 by default, the reference's); it and
-    ``severities`` may be given in their CLI spellings (``"2.5/255"``, ``"1-4"``), read by the
-    attack and corruption stages' parsers.
+    input size. ``pretrained="imagenet"`` starts the backbone from ImageNet weights (only for the
+    architectures with packaged weights, efficientnet_lite0/1/2) with a fresh head, and feeds it
+    the weights' normalisation (mean = std = 0.5). ``eps`` is in [0, 1] pixel units (2.5/255 by
+    default, the reference's); it and ``severities`` may be given in their CLI spellings
+    (``"2.5/255"``, ``"1-4"``), read by the attack and corruption stages' parsers.
     """
 
     arch: str = "tiny_cnn"
+    # "imagenet": start from the ImageNet weights of an installed package (efficientnet_lite0/1/2;
+    # see robustbench_fundus.models.pretrained); None: random init
+    pretrained: str | None = None
     data: str = "synthetic"
     recipe: str = "baseline"
     head: str = "classification"   # classification | regression | ordinal | binary
@@ -66,6 +71,10 @@ class TrainConfig:
         from ..heads import make_head
         h = make_head(self.head, **dict(self.head_options or {}))  # one-line error if bad
         self.head, self.head_options = h.name, h.options()
+        if self.pretrained is not None:  # source and architecture; the package is checked later
+            from ..models.pretrained import get_pretrained
+            self.pretrained = get_pretrained(self.arch, self.pretrained,
+                                             what="--pretrained").source
         if self.recipe not in RECIPES:
             raise RBFError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         if self.balance not in BALANCE:

@@ -202,21 +202,31 @@ def _train(cfg: TrainConfig, d: Dist, device: torch.device, t0: float,
     size = int(cfg.size or spec.input_size[0])
     if size < 16:
         raise RBFError(f"--size {size}: too small; use at least 16 px (e.g. 128 or 224)")
+    if cfg.pretrained:  # a missing weights package fails here, before the data are read
+        from ..models.pretrained import weights_file
+        weights_file(cfg.arch, what="--pretrained")
     if data is None:
         data = build_data(cfg, size)
     if saved is not None and saved.get("data_fingerprint") != data.fingerprint:
         raise RBFError(f"{state_path}: --resume on different data (was "
                        f"{saved.get('data_fingerprint')!r}, now {data.fingerprint!r})")
     counts = class_counts(data.train_labels)
-    _log(cfg, d, f"rbf train: {cfg.recipe} {cfg.arch} at {size} px on {device}"
+    init = f" from {cfg.pretrained} weights" if cfg.pretrained else ""
+    _log(cfg, d, f"rbf train: {cfg.recipe} {cfg.arch}{init} at {size} px on {device}"
                  f"{f' x{d.world} processes' if d.world > 1 else ''}; {data.description}; "
                  f"train grades {counts.tolist()}")
 
     from ..heads import make_head
     head = make_head(cfg.head, **cfg.head_options)
     torch.manual_seed(derive_seed(cfg.seed, "init"))  # inside fork_rng: caller's state untouched
-    model = create_model(cfg.arch, input_size=size, head=head.name,
-                         head_options=head.options())
+    if cfg.pretrained:  # ImageNet backbone, fresh head; meta["pretrained"] says which file
+        from ..models.pretrained import create_pretrained_model
+        model = create_pretrained_model(cfg.arch, cfg.pretrained, input_size=size,
+                                        head=head.name, head_options=head.options(),
+                                        what="--pretrained")
+    else:
+        model = create_model(cfg.arch, input_size=size, head=head.name,
+                             head_options=head.options())
     model.to(device)
     amp_dtype = None
     use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
