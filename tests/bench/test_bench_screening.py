@@ -226,3 +226,24 @@ def test_interval_helpers():
     y = np.r_[np.ones(500), np.zeros(700)]
     assert auroc_from_hist(hp, hn) == pytest.approx(roc_auc_score(y, np.r_[pos, neg]),
                                                     abs=0.002)
+
+
+def test_leaderboard_entries_carry_the_clean_screening_figures_of_the_report(tmp_path):
+    """The store keeps counts; the leaderboard's referable sensitivity and specificity (with
+    their Wilson intervals) are the report's, recomputed from those counts."""
+    from robustbench_fundus.bench.columns import screening_columns
+    from robustbench_fundus.bench.leaderboard import load_entries
+
+    torch.set_num_threads(1)
+    store = tmp_path / "s.sqlite"
+    rep = evaluate(tiny_model(SIZE, seed=6), f"synthetic:{N}", corruptions="none",
+                   attack="none", store=store, data_options=DataOptions(size=SIZE),
+                   run=RunOptions(batch_size=16))
+    (e,) = load_entries(str(store))
+    ref = rep.clean.screening["referable"]
+    for m in ("sensitivity", "specificity"):
+        got = e.screening[m]
+        assert got["value"] == pytest.approx(ref[m])
+        assert (got["low"], got["high"]) == pytest.approx((ref[f"{m}_ci_low"], ref[f"{m}_ci_high"]))
+    keys = [c.key for c in screening_columns([e])]
+    assert keys == ["referable_sensitivity", "referable_specificity"]

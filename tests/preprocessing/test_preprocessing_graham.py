@@ -47,3 +47,43 @@ def test_graham_no_dark_line_along_frame_cut(erode, monkeypatch):
         assert worst < 0.06, rows[inside[0]:inside[0] + 3]
     else:
         assert worst > 0.06
+
+
+def _reference_graham(x: torch.Tensor) -> torch.Tensor:
+    """Graham as the grouped 2-D depthwise convolution of the first version (the formula of the
+    module docstring, evaluated directly): what the banded, decimated blur must match."""
+    import torch.nn.functional as F
+
+    gmod = importlib.import_module("robustbench_fundus.preprocessing.graham")
+    geom = estimate_geometry(x)
+    sigma = geom.radius.float() / gmod.SIGMA_DIVISOR
+    m = geom.mask.float()
+    k = 2 * gmod.EDGE_ERODE + 1
+    m = 1.0 - F.max_pool2d(1.0 - m, kernel_size=k, stride=1, padding=gmod.EDGE_ERODE)
+    num = gmod.gaussian_blur(torch.cat([x * m, m], dim=1), sigma)
+    blurred = num[:, :3] / num[:, 3:].clamp_min(1e-4)
+    out = (4.0 * x - 4.0 * blurred + 0.5).clamp(0.0, 1.0)
+    inside = (geom.distance() <= gmod.RIM_FRACTION) & (m > 0.5)
+    return torch.where(inside, out, torch.full_like(out, 0.5)), inside
+
+
+@pytest.mark.parametrize("size", [64, 256, 512])
+def test_graham_within_one_grey_level_of_the_direct_convolution(size):
+    """Exact path (small sigma) and decimated path (sigma >= 3): inside the mask the result is
+    within one 8-bit grey level of the direct convolution; the surround is identical."""
+    c = (size - 1) / 2
+    x = torch.stack([disc_image(size, size, c, c, size * r, seed=s)
+                     for s, r in ((0, 0.47), (1, 0.40))]).float() / 255
+    ref, inside = _reference_graham(x)
+    got = graham(x)
+    diff = (got - ref).abs()
+    assert diff[inside.expand_as(diff)].max().item() <= 1.0 / 255
+    assert torch.equal(got[~inside.expand_as(got)], ref[~inside.expand_as(ref)])
+
+
+def test_graham_of_a_sample_does_not_depend_on_its_batch():
+    x = torch.stack([disc_image(256, 256, 127.5, 127.5, 120.0 - 10 * s, seed=s)
+                     for s in range(3)]).float() / 255
+    whole = graham(x)
+    for i in range(3):
+        assert torch.equal(whole[i:i + 1], graham(x[i:i + 1]))

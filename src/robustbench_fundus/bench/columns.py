@@ -318,10 +318,10 @@ def column_specs(entries: list[LeaderboardEntry]) -> list[Column]:
 
 def headline_columns(entries: list[LeaderboardEntry]) -> list[Column]:
     """The compact subset: model, n, clean accuracy, kappa, mean severity-4 drop, the headline
-    attack's robust accuracy at its middle eps and eps at 50% success, referable sensitivity
-    and specificity and the lesion share when present, flags."""
+    attack's robust accuracy at its middle eps and eps at 50% success, the lesion share when
+    present, flags."""
     out = [c for c in column_specs(entries) if c.headline and c.key != "flags"]
-    extra = [c for c in screening_columns(entries) + saliency_columns(entries)
-             if c.key in ("referable_sensitivity", "referable_specificity",
-                          "saliency_lesion_share")]
+    # the screening figures (with their intervals) stay in the html report and --columns all:
+    # in 100 columns they would squeeze the flags, which must stay readable
+    extra = [c for c in saliency_columns(entries) if c.key == "saliency_lesion_share"]
     return out + extra + flag_columns()

@@ -161,6 +161,25 @@ class LeaderboardEntry:
         return str((self.attack_info.get(label or "") or {}).get("norm") or "linf")
 
 
+def _clean_screening(row: dict, seed: int) -> dict | None:
+    """Referable-DR figures (grade >= 2) of a stored clean row, from its mergeable counts:
+    sensitivity and specificity with their Wilson intervals, and AUROC. None for a row stored
+    without screening counts."""
+    from .screening import figures
+    try:
+        ref = figures(row, 2, seed).get("referable")
+    except (KeyError, ValueError, TypeError):  # counts of an older layout: no screening view
+        return None
+    if not ref:
+        return None
+    out: dict[str, Any] = {"threshold": 2, "auroc": ref.get("auroc")}
+    for m in ("sensitivity", "specificity"):
+        if ref.get(m) is not None:
+            out[m] = {"value": ref[m], "low": ref.get(f"{m}_ci_low"),
+                      "high": ref.get(f"{m}_ci_high"), "n": ref.get(f"{m}_n")}
+    return out
+
+
 def load_entries(store: ResultStore | str) -> list[LeaderboardEntry]:
     from ..interpret.scores import leaderboard_columns
     st = store if isinstance(store, ResultStore) else ResultStore(store, readonly=True)
@@ -188,6 +207,7 @@ def load_entries(store: ResultStore | str) -> list[LeaderboardEntry]:
                 for f in entry_flags(e.confusion):
                     e.flags.append(f.code)
                     e.flag_messages[f.code] = f.message
+            e.screening = _clean_screening(clean, int(seed))
         sal_rows = []
         sanity: dict[str, list[tuple[float, dict]]] = {}
         for r in rows:
