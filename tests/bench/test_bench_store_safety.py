@@ -78,30 +78,29 @@ def test_a_new_store_carries_its_application_id_and_schema_version(tmp_path):
     assert _header(e) == (APPLICATION_ID, STORE_SCHEMA_VERSION)
 
 
-def _foreign_meta_results(p: Path) -> None:
+def _sqlite(p: Path, *statements: str) -> None:
+    """Another program's SQLite file at ``p``, made by ``statements``."""
     con = sqlite3.connect(p)
-    con.executescript("CREATE TABLE results (id INTEGER PRIMARY KEY, what TEXT);"
-                      "INSERT INTO results (what) VALUES ('theirs');"
-                      "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                      "INSERT INTO meta VALUES ('schema_version', '1');")
+    for sql in statements:
+        con.executescript(sql) if ";" in sql.rstrip(";") else con.execute(sql)
     con.commit()
     con.close()
+
+
+def _foreign_meta_results(p: Path) -> None:
+    _sqlite(p, "CREATE TABLE results (id INTEGER PRIMARY KEY, what TEXT);"
+               "INSERT INTO results (what) VALUES ('theirs');"
+               "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+               "INSERT INTO meta VALUES ('schema_version', '1');")
 
 
 def _foreign_wal(p: Path) -> None:
-    con = sqlite3.connect(p)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
-    con.commit()
-    con.close()
+    _sqlite(p, "PRAGMA journal_mode=WAL", "CREATE TABLE t (x); INSERT INTO t VALUES (1);")
 
 
 def _foreign_app_id(p: Path) -> None:
-    con = sqlite3.connect(p)
-    con.execute("PRAGMA application_id = 42")
-    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    con.commit()
-    con.close()
+    _sqlite(p, "PRAGMA application_id = 42",
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
 def _v010_plus(extra_sql: str):

@@ -530,7 +530,11 @@ class ResultStore:
             try:
                 con.execute("ROLLBACK")
             except sqlite3.Error:
-                pass  # SQLite rolled it back itself (e.g. after SQLITE_FULL)
+                # SQLite may have rolled back itself (e.g. after SQLITE_FULL); if the
+                # transaction is still open, the connection cannot be trusted: close it, so
+                # that a later call says the store is closed instead of writing into it
+                if con.in_transaction:
+                    self.close()
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         if self._con is None:

@@ -16,6 +16,7 @@ under the ``robustbench_fundus`` logger instead of Pillow's warning (twice the l
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -23,7 +24,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 import torch
@@ -115,11 +116,11 @@ def _open(data: bytes, name: PathLike) -> Image.Image:
     return img
 
 
-def image_size(data: bytes, name: PathLike = "<bytes>") -> tuple[int, int, str | None]:
-    """``(width, height, format)`` from the header only (nothing decoded)."""
+@contextlib.contextmanager
+def _decoding(name: PathLike) -> Iterator[None]:
+    """Pillow's errors while reading ``name`` as one-line :class:`DataError`\ s."""
     try:
-        with _open(data, name) as img:
-            return img.size[0], img.size[1], img.format
+        yield
     except UnidentifiedImageError:
         raise DataError(f"{name}: not an image Pillow can read; remove it or convert it to "
                         f"JPEG/PNG") from None
@@ -127,6 +128,12 @@ def image_size(data: bytes, name: PathLike = "<bytes>") -> tuple[int, int, str |
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{name}: cannot decode image ({msg}); the file is probably truncated "
                         f"or corrupt: re-copy or remove it") from None
+
+
+def image_size(data: bytes, name: PathLike = "<bytes>") -> tuple[int, int, str | None]:
+    """``(width, height, format)`` from the header only (nothing decoded)."""
+    with _decoding(name), _open(data, name) as img:
+        return img.size[0], img.size[1], img.format
 
 
 def decode_bytes(data: bytes, name: PathLike = "<bytes>", min_size: int | None = None,
@@ -143,23 +150,15 @@ def decode_bytes(data: bytes, name: PathLike = "<bytes>", min_size: int | None =
     if reduction is not None and reduction not in JPEG_REDUCTIONS:
         raise DataError(f"{name}: reduction={reduction!r}: use one of "
                         f"{', '.join(map(str, JPEG_REDUCTIONS))}")
-    try:
-        with _open(data, name) as img:
-            if img.format == "JPEG":
-                w, h = img.size
-                if reduction is not None and reduction > 1:
-                    img.draft("RGB", (w // reduction, h // reduction))
-                elif min_size is not None:
-                    img.draft("RGB", (int(min_size), int(min_size)))
-            img.load()
-            arr = _to_rgb_array(img)
-    except UnidentifiedImageError:
-        raise DataError(f"{name}: not an image Pillow can read; remove it or convert it to "
-                        f"JPEG/PNG") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{name}: cannot decode image ({msg}); the file is probably truncated "
-                        f"or corrupt: re-copy or remove it") from None
+    with _decoding(name), _open(data, name) as img:
+        if img.format == "JPEG":
+            w, h = img.size
+            if reduction is not None and reduction > 1:
+                img.draft("RGB", (w // reduction, h // reduction))
+            elif min_size is not None:
+                img.draft("RGB", (int(min_size), int(min_size)))
+        img.load()
+        arr = _to_rgb_array(img)
     if arr.ndim != 3 or arr.shape[0] < 2 or arr.shape[1] < 2:
         raise DataError(f"{name}: image is too small ({arr.shape[1]}x{arr.shape[0]}); remove it")
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
