@@ -118,7 +118,7 @@ def _open(data: bytes, name: PathLike) -> Image.Image:
 
 @contextlib.contextmanager
 def _decoding(name: PathLike) -> Iterator[None]:
-    """Pillow's errors while reading ``name`` as one-line :class:`DataError`\ s."""
+    """Pillow's errors while reading ``name``, each as a one-line DataError."""
     try:
         yield
     except UnidentifiedImageError:
