@@ -73,6 +73,16 @@ def register(subparsers) -> None:
     p.add_argument("--preprocessing", default=None, choices=["graham", "none"],
                    help="override the preprocessing the model declares (default: the model's; "
                    "graham for a model that declares none)")
+    p.add_argument("--size", type=int, default=None, help="working size in px (default: the "
+                   "model's input size, else 224)")
+    p.add_argument("--split", default="all", choices=["all", "train", "val"],
+                   help="a folder's side of rbf train's subject-grouped split (default all); "
+                        "val: the photographs a model trained on the folder never saw")
+    p.add_argument("--val-fraction", type=float, default=0.3,
+                   help="--split: rbf train's --val-fraction (0.3)")
+    p.add_argument("--split-seed", type=int, default=0, help="--split: rbf train's --seed (0)")
+    p.add_argument("--cache-dir", default=None, help="working-crop cache (default "
+                   "$RBF_CACHE_DIR or ~/.cache/robustbench_fundus)")
     p.add_argument("--limit", type=int, default=None, help="evaluate N images spread evenly "
                    "over the set (with synthetic data: N images)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -138,7 +148,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from ..attacks import parse_option_assignments
     from .evaluate import evaluate
-    from .options import RunOptions
+    from .options import DataOptions, RunOptions
 
     from ..heads import parse_head_options
     # None: the bundled demo model
@@ -165,7 +175,9 @@ def _bench(args: argparse.Namespace) -> int:
         trust_checkpoint=args.trust_checkpoint, saliency=args.saliency,
         referable_threshold=args.referable_threshold, referral_flip=args.referral_flip,
         screening_line=_screening_line(args.screening_line),
-        saliency_steps=args.saliency_steps, run=run)
+        saliency_steps=args.saliency_steps, run=run,
+        data_options=DataOptions(size=args.size, cache_dir=args.cache_dir, split=args.split,
+                                 val_fraction=args.val_fraction, split_seed=args.split_seed))
     if not _is_main():
         return 0
     if args.json:

@@ -32,6 +32,7 @@ from ..errors import RBFError
 from ..grades import NUM_GRADES
 from .conditions import (Condition, attack_conditions, clean_condition, corruption_condition,
                          eps_sweep, resolve_corruptions, saliency_condition)
+from .budget import StageClock
 from .flags import make_flags, sanity_flags
 from .options import DataOptions, RunOptions
 from .plan import make_plan, run_plan
@@ -160,7 +161,8 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
         work = dopt.size or (max(mi.input_size) if mi.input_size else 224)
         synthetic_n = int(limit) if data is None and limit is not None else dopt.synthetic_n
         di = resolve_data(data, work, limit=limit, cache_dir=dopt.cache_dir,
-                          synthetic_n=synthetic_n, space=data_space)
+                          synthetic_n=synthetic_n, space=data_space, split=dopt.split,
+                          val_fraction=dopt.val_fraction, split_seed=dopt.split_seed)
         t_ref = int(referable_threshold)
         if not 1 <= t_ref <= NUM_GRADES - 1:
             raise RBFError(f"--referable-threshold {referable_threshold}: give the lowest "
@@ -204,11 +206,12 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
         plan, helpers, sal_todo = dd.broadcast((plan, helpers, sal_todo))
 
         totals: dict[Condition, list] = {}
-        timing = {"data_s": 0.0, "compute_s": 0.0}
+        clock = StageClock(dev)
+        timing = {"data_s": 0.0, "compute_s": 0.0, "clock": clock}
         n_loaded = 0
         if plan:
             n_loaded = run_plan(plan, conds, helpers, mi, di, dd, dev, seed, attacks, ropt,
-                                n_chunks, st, entry, totals, timing)
+                                n_chunks, st, entry, totals, timing, clock=clock)
         sal_row = None
         if sal_todo:
             t0 = time.perf_counter()
@@ -216,6 +219,7 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
                 f"{sal_cond.baseline}) on {sal_cond.n_images} images")
             sal_row = run_saliency(sal_cond, mi, di, dd, dev, seed, ropt.batch_size, st, entry)
             timing["saliency_s"] = time.perf_counter() - t0
+            clock.add("saliency", timing["saliency_s"])
         # rows of all requested conditions
         rows: dict[str, dict] = {}
         if dd.main:
@@ -265,6 +269,7 @@ def _report(rows, conds, sal_cond, mi, di, dd, dev, seed, atk, ropt, st, store, 
         flags.append(Flag("unreadable_images", f"{di.meta['unreadable']} images in the folder "
                           "could not be read and were left out"))
     computed = {k for _, t in (plan or []) for k in t}
+    total_s = time.perf_counter() - t_start
     prov = {
         "library_version": __version__,
         "model_sha256": mi.sha256,
@@ -284,13 +289,15 @@ def _report(rows, conds, sal_cond, mi, di, dd, dev, seed, atk, ropt, st, store, 
         "store": str(st.path) if st is not None else (str(store) if store else None),
         "conditions_computed": len(computed),
         "conditions_from_store": len(conds) - len(computed),
-        "timings": {"total_s": round(time.perf_counter() - t_start, 3),
+        "timings": {"total_s": round(total_s, 3),
                     "data_s": round(timing["data_s"], 3),
                     "compute_s": round(timing["compute_s"], 3),
                     "saliency_s": round(timing.get("saliency_s", 0.0), 3),
                     "images_evaluated": n_loaded,
                     "per_condition_s": {c.key: round(float(rows[c.key].get("seconds") or 0), 4)
-                                        for c in conds if c.key in rows}},
+                                        for c in conds if c.key in rows},
+                    # this process's time budget (docs/bench.md, "Where the time goes")
+                    **timing["clock"].budget(total_s)},
     }
     return BenchReport(
         clean, cors, atks, flags, prov,

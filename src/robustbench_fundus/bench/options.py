@@ -8,6 +8,9 @@ from typing import Any, Callable
 from ..errors import RBFError
 
 
+SPLITS = ("all", "train", "val")
+
+
 @dataclass(frozen=True)
 class DataOptions:
     """How the data is read.
@@ -15,16 +18,29 @@ class DataOptions:
     size: working size in pixels (default: the model's input size, else 224); cache_dir: the
     working-crop cache of a folder (default ``$RBF_CACHE_DIR`` or ``~/.cache/robustbench_fundus``);
     synthetic_n: images of ``data=None`` / ``"synthetic"`` (default 64).
+
+    split: ``"all"`` (default), or ``"train"``/``"val"``: one side of the subject-grouped split
+    that ``rbf train`` makes of a folder with the same ``val_fraction`` and ``split_seed`` (its
+    ``--val-fraction`` and ``--seed``; defaults 0.3 and 0, as there), so a model trained on a
+    folder is benchmarked on the photographs it never saw.
     """
     size: int | None = None
     cache_dir: Any = None
     synthetic_n: int = 64
+    split: str = "all"
+    val_fraction: float = 0.3
+    split_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.size is not None and int(self.size) < 8:
             raise RBFError(f"size {self.size}: the working size must be at least 8 pixels")
         if int(self.synthetic_n) < 1:
             raise RBFError(f"synthetic_n {self.synthetic_n}: must be at least 1 image")
+        if self.split not in SPLITS:
+            raise RBFError(f"--split {self.split!r}: give one of {', '.join(SPLITS)}")
+        if not 0.0 < float(self.val_fraction) < 1.0:
+            raise RBFError(f"--val-fraction {self.val_fraction}: must be between 0 and 1 "
+                           "(rbf train's default is 0.3)")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import torch
 from ..errors import RBFError
 from ..grades import NUM_GRADES
 from .conditions import ATTACK_SANITY, Condition
+from .budget import StageClock
 from .screening import batch_counts
 
 Counts = tuple[list[int], float]   # (integer counts + [bad-logits flag], seconds)
@@ -33,8 +34,9 @@ class BatchPipeline:
     """Runs the pending conditions of one batch and returns their integer counts."""
 
     def __init__(self, mi, di, device: torch.device, seed: int, attacks: dict,
-                 progress: Any = None):
+                 progress: Any = None, clock: StageClock | None = None):
         self.progress = progress    # anything with advance(units, stage); see work_units
+        self.clock = clock if clock is not None else StageClock(device)   # the time budget
         self.m = mi.module
         self.head = mi.head
         self.mi, self.di = mi, di
@@ -58,17 +60,21 @@ class BatchPipeline:
         """A (clean or corrupted) working crop -> model input (tensor input: unchanged)."""
         if self.pre is None:
             return x_work
-        return self.pre.model_input(x_work, geom)
+        with self.clock("preprocessing"):
+            return self.pre.model_input(x_work, geom)
 
     def geometry(self, x_work: torch.Tensor):
         from ..preprocessing import estimate_geometry
-        return self.pre.geometry(x_work) if self.pre is not None else estimate_geometry(x_work)
+        with self.clock("decode_geometry"):
+            return self.pre.geometry(x_work) if self.pre is not None else \
+                estimate_geometry(x_work)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, bool, torch.Tensor]:
         """The head's decisions (grades, or the referral decision), whether any output was
         non-finite, and the outputs. An output the head cannot read is a one-line error."""
-        out = self.head.check(self.m(x))
+        with self.clock("model_forward"):
+            out = self.head.check(self.m(x))
         if out.shape[0] != x.shape[0]:
             raise RBFError(f"the model returned {out.shape[0]} rows for {x.shape[0]} images; it "
                            "must return one row of scores per image")
@@ -95,8 +101,9 @@ class BatchPipeline:
         B = x_raw.shape[0]
 
         def counts_of(pred, o):   # the decisions' confusion matrix and the screening counts
-            return confusion_counts(y, pred, K) + batch_counts(self.head, grades, o, pred,
-                                                               clean_pred)
+            with self.clock("metrics_store"):
+                return confusion_counts(y, pred, K) + batch_counts(self.head, grades, o, pred,
+                                                                   clean_pred)
 
         # clean (also the reference for the attacks)
         t0 = time.perf_counter()
@@ -119,7 +126,8 @@ class BatchPipeline:
             rep = torch.arange(B).repeat(len(conds))
             xs = x_raw[rep.to(self.device)]
             g = geom[rep.to(geom.mask.device)]
-            xc = corr(xs, sev, seed=self.seed, sample_ids=ids[rep], geom=g)
+            with self.clock("corruption"):
+                xc = corr(xs, sev, seed=self.seed, sample_ids=ids[rep], geom=g)
             xin = self.model_input(xc, g)
             dt = (time.perf_counter() - t0) / len(conds) + shared
             for k, c in enumerate(conds):
@@ -145,7 +153,7 @@ class BatchPipeline:
                 from ..heads import ReferralHead
                 head = ReferralHead(base=self.head, threshold=conds[0].threshold)
                 labels = head.labels(grades)
-            with torch.enable_grad():
+            with torch.enable_grad(), self.clock("attack"):
                 res = self.attacks[aid[:3]](self.m, x_clean, labels, eps, seed=self.seed,
                                             sample_ids=ids, keep_adv=False, head=head)
             counts = res.counts

@@ -88,13 +88,15 @@ def chunk_helpers(pending: list[Condition], helpers: dict) -> dict:
 
 
 def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev, seed: int,
-             attacks: dict, run, n_chunks: int, st, entry: dict, totals: dict, timing: dict
-             ) -> int:
+             attacks: dict, run, n_chunks: int, st, entry: dict, totals: dict, timing: dict,
+             clock=None) -> int:
     """Evaluate the chunks of ``plan``; returns the number of images loaded."""
     from ..data.dataset import collate
     bars = Bars(run.progress and dd.main, plan, conds, run.chunk_size, len(di.indices),
                 dd.world)
-    pipe = BatchPipeline(mi, di, dev, seed, attacks, progress=bars if bars.on else None)
+    pipe = BatchPipeline(mi, di, dev, seed, attacks, progress=bars if bars.on else None,
+                         clock=clock)
+    clock = pipe.clock
     chunk_size, batch_size = run.chunk_size, run.batch_size
     # batches of this rank's share of each planned chunk; a batch never crosses a chunk
     batches, batch_chunk = [], []
@@ -112,6 +114,10 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
     def finalize(c, tot, s):
         return finalize_row(c, tot, s, extra)
 
+    def commit(*args):
+        with clock("metrics_store"):
+            st.commit_chunk(*args)
+
     it = iter(loader)
     pos = 0
     n_loaded = 0
@@ -123,7 +129,8 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
                                           for c in pending}
             while pos < len(batches) and batch_chunk[pos] == ci:
                 t0 = time.perf_counter()
-                batch = next(it)
+                with clock("decode_geometry"):
+                    batch = next(it)
                 timing["data_s"] += time.perf_counter() - t0
                 pos += 1
                 if batch.get("skipped"):
@@ -152,7 +159,7 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
                 chunk_counts[c] = (vec[:-1], float(secs[k]))
             if bad:  # keep what is sound (this chunk's other conditions), then stop
                 if dd.main and st is not None:
-                    st.commit_chunk(entry, chunk_size, n_chunks, ci,
+                    commit(entry, chunk_size, n_chunks, ci,
                                     {c: v for c, v in chunk_counts.items() if c not in bad},
                                     finalize)
                 where = f"; results written so far are kept in {st.path}" if st else ""
@@ -160,7 +167,7 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
                                f"(chunk {ci}){where}")
             if dd.main:
                 if st is not None:
-                    st.commit_chunk(entry, chunk_size, n_chunks, ci, chunk_counts, finalize)
+                    commit(entry, chunk_size, n_chunks, ci, chunk_counts, finalize)
                 else:
                     for c, (vec, s) in chunk_counts.items():
                         t = totals.setdefault(c, [np.zeros(len(vec), dtype=np.int64), 0.0])

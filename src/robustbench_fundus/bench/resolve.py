@@ -164,10 +164,16 @@ def _h(*parts: Any) -> str:
 
 
 def resolve_data(data: Any, size: int, limit: int | None = None, cache_dir: Any = None,
-                 synthetic_n: int = DEFAULT_SYNTH_N, space: str | None = None) -> DataInfo:
+                 synthetic_n: int = DEFAULT_SYNTH_N, space: str | None = None,
+                 split: str = "all", val_fraction: float = 0.3,
+                 split_seed: int = 0) -> DataInfo:
     """A folder, ``"synthetic[:N]"`` or None (synthetic), the library's datasets, ``(x, y)``
     tensors, or data a user already has (a Dataset of (image, grade) items, an ImageFolder, a
     DataLoader, a list of (path, grade); see :mod:`robustbench_fundus.data.adapters`).
+
+    ``split`` ("all", "train" or "val"): for a folder, one side of the subject-grouped split of
+    :func:`~robustbench_fundus.data.split_records` (``val_fraction``, ``split_seed``), the split
+    ``rbf train`` makes; any other data with a split other than "all" is an error.
 
     ``space``: ``"photo"`` (raw photographs: geometry, corruptions and the model's
     preprocessing apply) or ``"model_input"`` (taken as the model's input); None: the type's
@@ -179,6 +185,9 @@ def resolve_data(data: Any, size: int, limit: int | None = None, cache_dir: Any 
     space = check_space(space)
     photo_only = "is read as photographs; data_space='model_input' does not apply"
     n_synth = synthetic_n if data is None else parse_synthetic_spec(data, default_n=synthetic_n)
+    if split != "all" and (n_synth is not None or not isinstance(data, (str, os.PathLike))):
+        raise RBFError(f"--split {split}: only a folder of photographs is split (the split "
+                       "rbf train makes); pass --data DIR or leave --split at all")
     if n_synth is not None:
         if space == "model_input":
             raise RBFError(f"data: synthetic data {photo_only}")
@@ -192,7 +201,7 @@ def resolve_data(data: Any, size: int, limit: int | None = None, cache_dir: Any 
     if isinstance(data, (str, os.PathLike)):
         if space == "model_input":
             raise RBFError(f"--data {data}: a folder {photo_only}")
-        from ..data import FundusDataset, read_records
+        from ..data import FundusDataset, read_records, split_records
         root = Path(data)
         if not root.exists():
             raise RBFError(f"--data {root}: no such folder")
@@ -200,12 +209,24 @@ def resolve_data(data: Any, size: int, limit: int | None = None, cache_dir: Any 
         records = rs.records
         if not records:
             raise RBFError(f"--data {root}: no labelled images found")
+        label = root.name
+        split_meta: dict[str, Any] = {}
+        if split != "all":
+            tr, va = split_records(records, val_fraction=val_fraction, seed=split_seed)
+            records = va if split == "val" else tr
+            if not records:
+                raise RBFError(f"--data {root}: the {split} side of the split (val_fraction "
+                               f"{val_fraction}, seed {split_seed}) is empty")
+            label = f"{root.name}[{split}]"
+            split_meta = {"split": split, "val_fraction": float(val_fraction),
+                          "split_seed": int(split_seed), "n_folder": len(rs.records)}
         ds = FundusDataset(records, size, cache_dir=cache_dir)
         idx = limit_indices(len(ds), limit)
-        return DataInfo(ds, idx, ds.fingerprint(idx), f"{root.name}:{len(idx)}@{size}px",
+        return DataInfo(ds, idx, ds.fingerprint(idx), f"{label}:{len(idx)}@{size}px",
                         meta={"kind": "folder", "root": str(root), "layout": rs.layout,
                               "n_total": len(records), "size": size,
-                              "unreadable": len(getattr(rs, "unreadable", []) or [])})
+                              "unreadable": len(getattr(rs, "unreadable", []) or []),
+                              **split_meta})
     base = data.dataset if _is_plain_loader(data) else data
     if _is_library_dataset(base):   # items are working crops already
         if space == "model_input":

@@ -85,6 +85,9 @@ def _saliency(args: argparse.Namespace, log) -> int:
             extra = f", attributed grade {r['target']}" if r["target"] != r["pred"] else ""
             print(f"{r['label']}: predicted grade {r['pred']} (p={r['prob']:.3f}){extra}, "
                   f"IG delta {r['delta']:+.2e}")
+            if r.get("deletion_auc") is not None:
+                print(f"  disc share {r['disc_share']:.3f}, deletion AUC {r['deletion_auc']:.3f} "
+                      f"(random order {r['deletion_auc_random']:.3f})")
         print(f"wrote {out}")
     return 0
 

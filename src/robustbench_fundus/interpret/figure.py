@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import RBFError
+from ..grades import NUM_GRADES
 from ..preprocessing import DEFAULT_ENHANCEMENT, Preprocessing, resolve_preprocessing
 from .attribution import (BaselineSpec, TargetSpec, attribute, model_device, predict_logits,
                           resolve_target)
@@ -143,6 +144,29 @@ def _grade_name(model: nn.Module, k: int) -> str:
     return str(names[k]) if names is not None and k < len(names) else str(k)
 
 
+def _image_scores(model: nn.Module, x: torch.Tensor, t: int, heat: torch.Tensor,
+                  mask: torch.Tensor, baseline: BaselineSpec, seed: int) -> dict[str, Any]:
+    """This photograph's saliency scores (docs/saliency.md): the share of the positive
+    attribution on the fundus disc, and the deletion-curve areas of the attribution's pixel order
+    and of a seeded random order (lower than random: the attribution found what the model uses).
+    Only for a model whose output is the 5 grade logits (the deletion curve reads their softmax);
+    None otherwise."""
+    from .scores import curve_area, deletion_curve, mask_share
+    with torch.no_grad():
+        out = model(x)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != NUM_GRADES:
+        return {"disc_share": None, "deletion_auc": None, "deletion_auc_random": None}
+    m = mask.reshape(1, *heat.shape).float()
+    disc = float(mask_share(heat[None].to(m.device), m)[0])
+    h = heat[None].to(x.device)
+    fr, curve = deletion_curve(model, x, [t], h, baseline, seed=seed)
+    from ..seeding import per_sample_uniform
+    rnd = per_sample_uniform(seed, "interpret.random_order", [0], h.numel(), device=x.device)
+    _, rcurve = deletion_curve(model, x, [t], rnd.view_as(h), baseline, seed=seed)
+    return {"disc_share": disc, "deletion_auc": float(curve_area(fr, curve)[0]),
+            "deletion_auc_random": float(curve_area(fr, rcurve)[0])}
+
+
 def saliency_figure(models: Sequence[tuple[str, nn.Module]], image: str | Path | torch.Tensor,
                     out: str | Path | None, *, target: TargetSpec = "pred",
                     baseline: BaselineSpec = "black", steps: int = 50, method: str = "ig",
@@ -155,7 +179,9 @@ def saliency_figure(models: Sequence[tuple[str, nn.Module]], image: str | Path |
     must take the same input size (their own preprocessing is applied). Titles carry the
     predicted grade and its probability, and the attributed class when it differs.
     Returns one dict per model: label, pred, prob, target, target_prob, probs, delta (captum's IG
-    convergence delta; 0 for the gradient methods) and heat (the (H,W) positive heat map)."""
+    convergence delta; 0 for the gradient methods), heat (the (H,W) positive heat map) and the
+    photograph's scores disc_share, deletion_auc and deletion_auc_random (see
+    :func:`_image_scores`)."""
     if not models:
         raise RBFError("saliency_figure needs at least one model")
     S = _input_size(models[0][1], size)
@@ -186,7 +212,8 @@ def saliency_figure(models: Sequence[tuple[str, nn.Module]], image: str | Path |
         panels.append({"heat": heat, "title": title})
         results.append({"label": label, "pred": pred, "prob": float(prob[pred]), "target": t,
                         "target_prob": float(prob[t]), "delta": float(delta[0]), "heat": heat,
-                        "probs": prob.cpu().tolist()})
+                        "probs": prob.cpu().tolist(),
+                        **_image_scores(model, x, t, heat, p.mask, baseline, seed)})
     first = next(iter(prepared.values()))
     if show_input:
         for pre, p in prepared.items():
