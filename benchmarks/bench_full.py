@@ -15,6 +15,12 @@ scikit-learn.
 
 Peak memory: ``evaluate`` in a fresh subprocess at two data-set sizes (ru_maxrss).
 
+Time budget: the report's per-stage seconds (decode and geometry, preprocessing, corruptions,
+model forward, attacks, metrics and store, other) and the pipeline efficiency (model forward +
+attack seconds / total), for the demo model and for a ResNet-18 at 224 px (``--budget-models``;
+random weights from ``create_model``: the time per image does not depend on them, the attack's
+early stop does, so its PGD share is a lower bound for a trained model).
+
     .venv/bin/python benchmarks/bench_full.py [--n 24] [--size 128] [--mem-sizes 16,64]
 
 No GPU was available: every number is CPU (see the JSON's "device").
@@ -62,14 +68,38 @@ def make_model(size: int):
     return m, "tiny_cnn (random weights, calibrated head)"
 
 
-def run_ours(model, n: int, batch: int) -> tuple[float, dict]:
+def run_ours(model, n: int, batch: int, size: int | None = None) -> tuple[float, dict]:
     from robustbench_fundus import evaluate
+    from robustbench_fundus.bench import DataOptions, RunOptions
     with tempfile.TemporaryDirectory() as cache:
         t = time.perf_counter()
         rep = evaluate(model, str(REAL), corruptions="all", severities="1-4", attack="pgd",
-                       eps=EPS, steps=10, seed=0, device="cpu", limit=n, batch_size=batch,
-                       cache_dir=cache)
+                       eps=EPS, steps=10, seed=0, device="cpu", limit=n,
+                       data_options=DataOptions(size=size, cache_dir=cache),
+                       run=RunOptions(batch_size=batch))
         return time.perf_counter() - t, rep.to_dict()
+
+
+def budget_model(name: str):
+    """(model, description) of a --budget-models name: demo, or an architecture at NAME@SIZE."""
+    from robustbench_fundus.models import create_model
+    if name == "demo":
+        return make_model(128)
+    arch, _, px = name.partition("@")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        m = create_model(arch, input_size=int(px or 224)).eval()
+    return m, f"{arch} at {int(px or 224)} px (random weights)"
+
+
+def budget(name: str, n: int, batch: int) -> dict:
+    model, desc = budget_model(name)
+    secs, rep = run_ours(model, n, batch, size=model.input_size[0])
+    t = rep["provenance"]["timings"]
+    return {"model": desc, "n_images": n, "seconds": round(secs, 2),
+            "images_per_s": round(n / secs, 3), "stages_s": t["stages_s"],
+            "shares": t["shares"], "pipeline_efficiency": t["pipeline_efficiency"],
+            "pgd_success": {a["eps_255"]: a["success_rate"] for a in rep["attacks"]}}
 
 
 def run_naive(model, n: int, batch: int) -> tuple[float, dict]:
@@ -128,6 +158,7 @@ MEM_CHILD = r"""
 import resource, sys, time, torch
 torch.set_num_threads(1)
 from robustbench_fundus import evaluate
+from robustbench_fundus.bench import DataOptions, RunOptions
 sys.path.insert(0, {here!r})
 from bench_full import make_model
 m, _ = make_model({size})
@@ -135,7 +166,8 @@ import tempfile
 with tempfile.TemporaryDirectory() as cache:
     t = time.perf_counter()
     evaluate(m, {data!r}, corruptions="all", attack="pgd", eps={eps!r}, steps=10, limit={n},
-             batch_size={batch}, cache_dir=cache, device="cpu")
+             data_options=DataOptions(cache_dir=cache), run=RunOptions(batch_size={batch}),
+             device="cpu")
     dt = time.perf_counter() - t
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, dt)
 """
@@ -158,6 +190,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mem-sizes", default="16,64")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--budget-models", default="demo,resnet18@224",
+                    help="models of the time-budget table (demo, or ARCH@SIZE)")
+    ap.add_argument("--budget-n", type=int, default=24)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, model_desc = make_model(args.size)
@@ -188,6 +223,9 @@ def main() -> None:
         out["robust_accuracy_ours"] = {a["eps_255"]: a["robust_accuracy"] for a in rep["attacks"]}
     out["peak_memory"] = [peak_memory(int(k), size, args.batch)
                           for k in args.mem_sizes.split(",")]
+    out["budget"] = [budget(b, args.budget_n, args.batch)
+                     for b in args.budget_models.split(",") if b]
+    out["load_average_end"] = round(os.getloadavg()[0], 2)
     res_dir = HERE / "results"
     res_dir.mkdir(exist_ok=True)
     (res_dir / "full.json").write_text(json.dumps(out, indent=2))
@@ -205,6 +243,23 @@ def main() -> None:
            "| images | peak RSS MiB | seconds |", "|---|---|---|"]
     md += [f"| {m['n_images']} | {m['peak_rss_mib']} | {m['seconds']} |"
            for m in out["peak_memory"]]
+    if out["budget"]:
+        stages = list(out["budget"][0]["shares"])
+        md += ["", "## Where the time goes", "",
+               "Share of each run's wall time per stage (the report's `timings`), full bench "
+               f"as above on {args.budget_n} photographs, batch {args.batch}. Pipeline "
+               "efficiency = (model forward + attack) / total; the attack stage is the "
+               "model's forward and backward passes of every PGD step with the attack's own "
+               "arithmetic.", "",
+               "| model | seconds | images/s | " + " | ".join(stages) + " | efficiency |",
+               "|---|---:|---:|" + "---:|" * len(stages) + "---:|"]
+        for b in out["budget"]:
+            md.append(f"| {b['model']} | {b['seconds']} | {b['images_per_s']} | "
+                      + " | ".join(f"{100 * b['shares'][k]:.1f}%" for k in stages)
+                      + f" | **{b['pipeline_efficiency']:.2f}** |")
+    md += ["", f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} cores shared "
+           f"with other jobs (load average {out['load_average_end']} at the end); absolute "
+           "times vary with the load, the ratios and shares are from the same run."]
     (res_dir / "full.md").write_text("\n".join(md) + "\n")
     print(json.dumps(out, indent=2))
 

@@ -19,6 +19,8 @@ preprocessing; pass a folder or a dataset to get the full raw-photo flow.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import platform
 import time
@@ -35,7 +37,7 @@ from .conditions import (Condition, attack_conditions, clean_condition, corrupti
 from .budget import StageClock
 from .flags import make_flags, sanity_flags
 from .options import DataOptions, RunOptions
-from .plan import make_plan, run_plan
+from .plan import make_plan, precision, run_plan
 from .report import BenchReport, Flag
 from .resolve import resolve_data, resolve_device, resolve_model
 from .rows import build_report, finalize_row
@@ -158,6 +160,9 @@ def evaluate(model: Any = None, data: Any = None, corruptions: Any = "all",
         mi = resolve_model(model, arch=arch, device=dev, name=name,
                            trust_checkpoint=trust_checkpoint, preprocessing=preprocessing,
                            head=head, head_options=head_options)
+        if ropt.amp != "off":   # bf16 forwards read the same weights differently: own entry
+            mi = dataclasses.replace(mi, sha256=hashlib.sha256(
+                f"{mi.sha256}|forward={precision(ropt)['forward']}".encode()).hexdigest())
         work = dopt.size or (max(mi.input_size) if mi.input_size else 224)
         synthetic_n = int(limit) if data is None and limit is not None else dopt.synthetic_n
         di = resolve_data(data, work, limit=limit, cache_dir=dopt.cache_dir,
@@ -285,6 +290,7 @@ def _report(rows, conds, sal_cond, mi, di, dd, dev, seed, atk, ropt, st, store, 
         "python_version": platform.python_version(),
         "world_size": dd.world,
         "batch_size": ropt.batch_size,
+        "precision": precision(ropt),
         "chunk_size": ropt.chunk_size,
         "store": str(st.path) if st is not None else (str(store) if store else None),
         "conditions_computed": len(computed),

@@ -50,12 +50,21 @@ class RunOptions:
     batch_size: images per batch; chunk_size: images per committed chunk (the unit of
     resumption); num_workers: data-loading processes; progress: progress bars on stderr; log:
     a callable receiving one-line status messages (``rbf bench`` prints them).
+
+    Two speed settings for a GPU, recorded in the report's provenance (``precision``):
+    ``amp``: ``"off"`` (float32 forwards, the default) or ``"bf16"`` (the clean and corrupted
+    forwards under bfloat16 autocast: a decision on the edge between two grades may differ
+    from float32; attacks are unaffected by it, they confirm every break in float32 anyway);
+    ``channels_last``: the model and its inputs in channels-last memory format (no number
+    changes beyond float rounding order).
     """
     batch_size: int = 32
     chunk_size: int = 256
     num_workers: int = 0
     progress: bool = False
     log: Callable[[str], None] | None = None
+    amp: str = "off"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
@@ -65,3 +74,5 @@ class RunOptions:
         if int(self.num_workers) < 0:
             raise RBFError(f"--workers {self.num_workers}: must be 0 (load in this process) or "
                            "more")
+        if self.amp not in ("off", "bf16"):
+            raise RBFError(f"amp {self.amp!r}: give 'off' (float32) or 'bf16'")

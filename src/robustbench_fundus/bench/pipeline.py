@@ -34,7 +34,8 @@ class BatchPipeline:
     """Runs the pending conditions of one batch and returns their integer counts."""
 
     def __init__(self, mi, di, device: torch.device, seed: int, attacks: dict,
-                 progress: Any = None, clock: StageClock | None = None):
+                 progress: Any = None, clock: StageClock | None = None,
+                 amp: str = "off", channels_last: bool = False):
         self.progress = progress    # anything with advance(units, stage); see work_units
         self.clock = clock if clock is not None else StageClock(device)   # the time budget
         self.m = mi.module
@@ -44,6 +45,10 @@ class BatchPipeline:
         self.seed = int(seed)
         self.pre = None if di.tensor_input else mi.preprocessing
         self.attacks = attacks      # attack_id -> Attack
+        self.amp_dtype = torch.bfloat16 if amp == "bf16" else None
+        self.memory_format = torch.channels_last if channels_last else None
+        if self.memory_format is not None:
+            self.m = self.m.to(memory_format=self.memory_format)
         self._corr: dict[str, Any] = {}
 
     def _advance(self, c: Condition, n: int) -> None:
@@ -74,7 +79,15 @@ class BatchPipeline:
         """The head's decisions (grades, or the referral decision), whether any output was
         non-finite, and the outputs. An output the head cannot read is a one-line error."""
         with self.clock("model_forward"):
-            out = self.head.check(self.m(x))
+            if self.memory_format is not None:
+                x = x.contiguous(memory_format=self.memory_format)
+            if self.amp_dtype is not None:
+                with torch.autocast(x.device.type, dtype=self.amp_dtype):
+                    out = self.m(x)
+                out = out.float()
+            else:
+                out = self.m(x)
+            out = self.head.check(out)
         if out.shape[0] != x.shape[0]:
             raise RBFError(f"the model returned {out.shape[0]} rows for {x.shape[0]} images; it "
                            "must return one row of scores per image")
@@ -153,8 +166,10 @@ class BatchPipeline:
                 from ..heads import ReferralHead
                 head = ReferralHead(base=self.head, threshold=conds[0].threshold)
                 labels = head.labels(grades)
+            x_atk = x_clean if self.memory_format is None else \
+                x_clean.contiguous(memory_format=self.memory_format)
             with torch.enable_grad(), self.clock("attack"):
-                res = self.attacks[aid[:3]](self.m, x_clean, labels, eps, seed=self.seed,
+                res = self.attacks[aid[:3]](self.m, x_atk, labels, eps, seed=self.seed,
                                             sample_ids=ids, keep_adv=False, head=head)
             counts = res.counts
             dt = (time.perf_counter() - t0) / len(conds) + shared + t_clean / len(conds)

@@ -95,7 +95,7 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
     bars = Bars(run.progress and dd.main, plan, conds, run.chunk_size, len(di.indices),
                 dd.world)
     pipe = BatchPipeline(mi, di, dev, seed, attacks, progress=bars if bars.on else None,
-                         clock=clock)
+                         clock=clock, amp=run.amp, channels_last=run.channels_last)
     clock = pipe.clock
     chunk_size, batch_size = run.chunk_size, run.batch_size
     # batches of this rank's share of each planned chunk; a batch never crosses a chunk
@@ -109,7 +109,8 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
     loader = torch.utils.data.DataLoader(
         di.dataset, batch_sampler=batches, collate_fn=collate, num_workers=run.num_workers,
         persistent_workers=False)
-    extra = {"device": str(dev), "torch_version": torch.__version__}
+    extra = {"device": str(dev), "torch_version": torch.__version__,
+             "precision": precision(run)}
 
     def finalize(c, tot, s):
         return finalize_row(c, tot, s, extra)
@@ -176,3 +177,9 @@ def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev,
     finally:
         bars.close()
     return n_loaded
+
+
+def precision(run) -> dict:
+    """How the forwards ran (``RunOptions.amp``, ``channels_last``): stored with every row."""
+    return {"forward": "bf16-autocast" if run.amp == "bf16" else "float32",
+            "channels_last": bool(run.channels_last)}

@@ -15,7 +15,8 @@ Tables (``schema_version`` in ``meta``):
   for a corruption or an attack ``config`` (JSON: the whole configuration that produced the
   row) and ``config_hash`` (its identity, also part of the condition key), for an attack
   ``norm`` (``linf``/``l2``) and ``label`` (e.g. ``pgd_linf_10``); plus ``seconds``,
-  ``device``, ``torch_version``. Columns added after a store was created are added to it when it
+  ``device``, ``torch_version``, ``precision`` (JSON: the forwards' float32 or bf16 autocast,
+  channels-last; NULL in rows written before it was recorded: float32). Columns added after a store was created are added to it when it
   is opened for writing (same schema version; old rows read them as NULL, and
   :meth:`ResultStore.results` maps such rows to the settings they were run with: see
   :func:`legacy_identity`).
@@ -128,6 +129,7 @@ CREATE TABLE IF NOT EXISTS results (
     seconds REAL,
     device TEXT,
     torch_version TEXT,
+    precision TEXT,
     created TEXT NOT NULL,
     UNIQUE (model_sha256, dataset_fingerprint, condition, seed, library_version)
 );
@@ -150,7 +152,7 @@ CREATE TABLE IF NOT EXISTS partials (
 _ADDED_COLUMNS = (("lesion_share", "REAL"), ("lesion_area", "REAL"), ("disc_share", "REAL"),
                   ("deletion_auc", "REAL"), ("deletion_auc_random", "REAL"), ("ig_delta", "REAL"),
                   ("metrics", "TEXT"), ("config", "TEXT"), ("config_hash", "TEXT"),
-                  ("label", "TEXT"))
+                  ("label", "TEXT"), ("precision", "TEXT"))
 
 
 
@@ -588,6 +590,8 @@ class ResultStore:
             if d.get("confusion"):
                 d["confusion"] = json.loads(d["confusion"])
             d["metrics"] = json.loads(d["metrics"]) if d.get("metrics") else {}
+            if isinstance(d.get("precision"), str):
+                d["precision"] = json.loads(d["precision"])
             if d.get("kind") in ("attack", "corruption") and not d.get("config_hash"):
                 d.update(legacy_identity(d))
             out.append(d)
@@ -742,8 +746,9 @@ class ResultStore:
                      "config_hash": cond.config_hash, "label": cond.label, "created": _now()})
         if isinstance(cols.get("confusion"), (list, tuple)):
             cols["confusion"] = json.dumps(cols["confusion"])
-        if isinstance(cols.get("metrics"), dict):
-            cols["metrics"] = json.dumps(cols["metrics"], sort_keys=True, allow_nan=False)
+        for k in ("metrics", "precision"):
+            if isinstance(cols.get(k), dict):
+                cols[k] = json.dumps(cols[k], sort_keys=True, allow_nan=False)
         names = list(cols)
         cur.execute(f"INSERT INTO results ({', '.join(names)}) VALUES "
                     f"({', '.join('?' * len(names))}) "
