@@ -39,6 +39,16 @@ def _ci(d: dict, key: str, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
     return s
 
 
+def eps50(rep: dict) -> str:
+    """The eps at 50% PGD success; "<= the smallest eps" when that one already reaches 50% (the
+    report's value is then an interpolation from success 0 at eps 0, not a measurement)."""
+    atk = sorted(rep["attacks"], key=lambda a: a["eps"])
+    e50 = rep["summary"].get("eps_at_50_success_255")
+    if atk and atk[0]["success_rate"] >= 0.5:
+        return f"<= {atk[0]['eps_text']}"
+    return "n/a (> largest eps)" if e50 is None else f"{e50:.2f}/255"
+
+
 def load(folder: Path) -> dict[tuple[str, str], dict]:
     out = {}
     for arch in ARCHS:
@@ -115,9 +125,8 @@ def tables(folder: Path) -> str:
             cells.append("n/a" if a is None else
                          f"{_ci(a, 'success_rate', 100, '{:.0f}')}% / {a['robust_accuracy']:.3f}")
         n_att = next(iter(atk.values()))["n_attacked"] if atk else "?"
-        e50 = r["report"]["summary"].get("eps_at_50_success_255")
         md.append(f"| {ARCHS[arch]} | {dict(RECIPES)[recipe]} | {n_att} | " + " | ".join(cells)
-                  + f" | {'n/a' if e50 is None else f'{e50:.2f}/255'} |")
+                  + f" | {eps50(r['report'])} |")
 
     flips = [(k, r) for k, r in runs.items() if r["report"].get("referral_flips")]
     if flips:
@@ -168,6 +177,25 @@ def tables(folder: Path) -> str:
                 md.append(f"| {Path(d['out']).name} | {m['label']} | {m['pred']} "
                           f"({m['prob']:.2f}) | {m['target']} ({m['target_prob']:.2f}) | "
                           f"{disc} | {dele} | {rnd} |")
+
+    md += ["", "### README excerpt", "",
+           "| model | recipe | accuracy | kappa | referable sens / spec | mean sev-4 drop | "
+           "motion-blur sev-4 drop | PGD-10 success @1/255 | eps at 50% success |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for (arch, recipe), r in runs.items():
+        if recipe not in ("baseline", "corruption_1-4", "adversarial"):
+            continue
+        rep = r["report"]
+        c, ref = rep["clean"], rep["clean"]["referable"]
+        mb = next((x for x in rep["corruptions"] if x["name"] == "motion_blur"
+                   and x["severity"] == 4), None)
+        a1 = next((a for a in rep["attacks"] if a["eps_text"] == "1/255"), None)
+        mbs = "n/a" if mb is None else f"{100 * mb['drop']:.1f}"
+        a1s = "n/a" if a1 is None else f"{100 * a1['success_rate']:.0f}%"
+        md.append(f"| {ARCHS[arch]} | {dict(RECIPES)[recipe]} | {c['accuracy']:.3f} | "
+                  f"{c['kappa']:.3f} | {ref['sensitivity']:.2f} / {ref['specificity']:.2f} | "
+                  f"{100 * rep['summary']['mean_severity4_drop']:.1f} | "
+                  f"{mbs} | {a1s} | {eps50(rep)} |")
 
     md += ["", "### Run times", ""]
     t = folder / "timings.txt"

@@ -104,11 +104,17 @@ def _atk(e: LeaderboardEntry, label: str, ep: float, i: int) -> Any:
 
 
 def _eps50(e: LeaderboardEntry) -> str:
-    """eps at 50% success; ``>8/255`` when the sweep (up to 8/255) stays below 50%."""
+    """eps at 50% success; ``>8/255`` when the sweep (up to 8/255) stays below 50%, ``<=0.5/255``
+    when the smallest eps already reaches it (the interpolated value from eps 0 is no
+    measurement)."""
     rows = e.attacks.get(e.headline_attack or "") or {}
+    norm = e._norm(e.headline_attack)
     if e.eps_at_50 is None:
-        return f">{format_eps(max(rows), e._norm(e.headline_attack))}" if rows else "-"
-    return format_eps(e.eps_at_50, e._norm(e.headline_attack))
+        return f">{format_eps(max(rows), norm)}" if rows else "-"
+    measured = sorted((ep, v[0]) for ep, v in rows.items() if v[0] is not None)
+    if measured and measured[0][1] >= 0.5:
+        return f"<={format_eps(measured[0][0], norm)}"
+    return format_eps(e.eps_at_50, norm)
 
 
 def _flags_text(e: LeaderboardEntry) -> str:

@@ -311,7 +311,12 @@ def summary_figures(clean: CleanResult | None, corruptions: list[CorruptionResul
                              "eps_at_50_success": e50,
                              "eps_at_50_success_255": None if e50 is None or not linf
                              else round(e50 * 255, 4),
+                             # reached at the smallest eps measured: e50 is then an
+                             # interpolation from success 0 at eps 0, only bounded above
+                             "eps_at_50_success_below_smallest": bool(
+                                 ok and e50 is not None and ok[0].success_rate >= 0.5),
                              "auc_success": _nan_to_none(auc),
+                             "eps_min": rows[0].eps if rows else None,
                              "eps_max": rows[-1].eps if rows else None}
     head = next(iter(per_attack.values()), {})
     return {
@@ -442,6 +447,9 @@ class BenchReport:
         for label, a in s["attacks"].items():
             e = a["eps_at_50_success"]
             txt = "not reached" if e is None else format_eps(e, a["norm"])
+            if a.get("eps_at_50_success_below_smallest"):
+                txt = (f"<= {format_eps(a['eps_min'], a['norm'])} (reached at the smallest eps; "
+                       f"{txt} by interpolation from eps 0)")
             auc = "" if a["auc_success"] is None else \
                 f"; area under the success curve {a['auc_success']:.4f}"
             lines.append(f"{label}: eps at 50% success {txt}{auc}")
