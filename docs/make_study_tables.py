@@ -74,6 +74,16 @@ def tables(folder: Path) -> str:
           f"{[sum(r) for r in any_rep['clean']['confusion']]}. Brackets: 95% intervals (Wilson "
           "for proportions, seeded bootstrap for kappa and balanced accuracy, paired for drops)."]
 
+    same, differ = [], []
+    for (arch, recipe), r in runs.items():
+        bm = (r["train"] or {}).get("best_metrics") or {}
+        c = r["report"]["clean"]
+        ok = bm and all(abs(bm[k] - c[k]) < 1e-9 for k in ("accuracy", "balanced_accuracy",
+                                                           "kappa")) and bm["n"] == c["n"]
+        (same if ok else differ).append(f"{arch}_{recipe}")
+    md += ["", f"Check: `rbf bench --split val` clean figures equal `rbf train`'s validation "
+           f"figures of the kept epoch for {len(same)} of {len(runs)} models"
+           + (f" (not for: {', '.join(differ)})" if differ else "") + "."]
     md += ["", "### Clean performance (validation split)", "",
            "| model | recipe | accuracy | balanced accuracy | kappa | referable sensitivity | "
            "referable specificity | AUROC | best epoch (val kappa) |",
