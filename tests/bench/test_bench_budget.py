@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import torch
 from torch import nn
 
 from robustbench_fundus import evaluate

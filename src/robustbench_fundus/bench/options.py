@@ -56,10 +56,10 @@ class RunOptions:
     forwards under bfloat16 autocast: a decision on the edge between two grades may differ
     from float32; attacks are unaffected by it, they confirm every break in float32 anyway);
     ``channels_last``: the model and its inputs in channels-last memory format (no number
-    changes beyond float rounding order; like moving it to the device, this converts the module's parameters in place.) The attacks
-    keep their own execution options (``attack_options={"amp": ..., "channels_last": ...}``,
-    default "auto": bf16 autocast and channels-last on CUDA, with every break confirmed in
-    float32).
+    changes beyond float rounding order; like moving it to the device, this converts the
+    module's parameters in place). The attacks keep their own execution options
+    (``attack_options={"amp": ..., "channels_last": ...}``, default "auto": bf16 autocast and
+    channels-last on CUDA, with every break confirmed in float32).
     """
     batch_size: int = 32
     chunk_size: int = 256
