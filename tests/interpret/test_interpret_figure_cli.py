@@ -124,3 +124,19 @@ def test_real_photograph(real_data_dir, tmp_path, models):
     m = create_model("tiny_cnn", input_size=64).eval()
     res = saliency_figure([("m", m)], path, tmp_path / "real.png", steps=4)
     assert (tmp_path / "real.png").is_file() and 0 <= res[0]["pred"] <= 4
+
+
+@pytest.mark.parametrize("baseline", ["grey", "black"])
+def test_figure_scores_equal_saliency_scores(photo_path, models, baseline):
+    """The figure's per-photograph scores are the saliency scores of that one photograph (same
+    attribution, same deletion curve, same random order)."""
+    from robustbench_fundus.interpret.scores import saliency_scores
+    from robustbench_fundus.preprocessing import resolve_preprocessing
+    m = models[0]
+    (r,) = saliency_figure([("m", m)], photo_path, None, target=2, steps=6, baseline=baseline)
+    p = prepare_image(photo_path, S, resolve_preprocessing(m))
+    ref = saliency_scores(m, p.x, [2], fundus_masks=p.mask, steps=6, baseline=baseline)
+    assert 0.0 <= r["disc_share"] <= 1.0
+    assert r["disc_share"] == pytest.approx(ref["disc_share"], abs=1e-6)
+    assert r["deletion_auc"] == pytest.approx(ref["deletion_auc"], abs=1e-6)
+    assert r["deletion_auc_random"] == pytest.approx(ref["deletion_auc_random"], abs=1e-6)
