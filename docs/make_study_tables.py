@@ -18,13 +18,15 @@ DOCS = Path(__file__).resolve().parent
 ARCHS = {"efficientnet_lite0": "EfficientNet-Lite0 (ImageNet)", "resnet18": "ResNet-18 (scratch)"}
 RECIPES = [("baseline", "baseline"), ("corruption_1", "corruption 1"),
            ("corruption_1-2", "corruption 1-2"), ("corruption_1-3", "corruption 1-3"),
-           ("corruption_1-4", "corruption 1-4"), ("adversarial", "adversarial")]
+           ("corruption_1-4", "corruption 1-4"), ("adversarial", "adversarial"),
+           ("adversarial_last", "adversarial, last epoch *")]
 CORRUPTIONS = ["light_leakage", "motion_blur", "under_exposure", "over_exposure"]
 EPS = ["0.5/255", "1/255", "2/255", "2.5/255", "4/255", "8/255"]
 # The reference study (EfficientNet-b0, Kaggle EyePACS, 512 px, 20 epochs): mean severity-4
 # accuracy drop in points, per training recipe.
 REFERENCE_DROP = {"baseline": 8.8, "corruption_1": 3.4, "corruption_1-2": 3.2,
-                  "corruption_1-3": 5.0, "corruption_1-4": 2.6, "adversarial": 8.0}
+                  "corruption_1-3": 5.0, "corruption_1-4": 2.6, "adversarial": 8.0,
+                  "adversarial_last": ""}
 REFERENCE_CLEAN = {"accuracy": 0.852, "balanced_accuracy": 0.586, "kappa": 0.805}
 
 
@@ -72,17 +74,22 @@ def tables(folder: Path) -> str:
           f"Data: `{ds['name']}` (fingerprint {ds['fingerprint']}), {ds['n']} validation "
           f"photographs of {ds.get('n_folder', '?')}; clean grade counts "
           f"{[sum(r) for r in any_rep['clean']['confusion']]}. Brackets: 95% intervals (Wilson "
-          "for proportions, seeded bootstrap for kappa and balanced accuracy, paired for drops)."]
+          "for proportions, seeded bootstrap for kappa and balanced accuracy, paired for drops). "
+          "\\* a diagnostic beside the recipes: the adversarial run's last epoch "
+          "(docs/study_last_epoch.py), where the recipe row is the epoch its validation kappa "
+          "chose."]
 
     same, differ = [], []
     for (arch, recipe), r in runs.items():
+        if recipe.endswith("_last"):     # not the kept epoch: nothing to compare with
+            continue
         bm = (r["train"] or {}).get("best_metrics") or {}
         c = r["report"]["clean"]
         ok = bm and all(abs(bm[k] - c[k]) < 1e-9 for k in ("accuracy", "balanced_accuracy",
                                                            "kappa")) and bm["n"] == c["n"]
         (same if ok else differ).append(f"{arch}_{recipe}")
     md += ["", f"Check: `rbf bench --split val` clean figures equal `rbf train`'s validation "
-           f"figures of the kept epoch for {len(same)} of {len(runs)} models"
+           f"figures of the kept epoch for {len(same)} of {len(same) + len(differ)} models"
            + (f" (not for: {', '.join(differ)})" if differ else "") + "."]
     md += ["", "### Clean performance (validation split)", "",
            "| model | recipe | accuracy | balanced accuracy | kappa | referable sensitivity | "
@@ -92,7 +99,8 @@ def tables(folder: Path) -> str:
         c = r["report"]["clean"]
         ref = c["referable"]
         tr = r["train"]
-        be = f"{tr.get('best_epoch', '?')} of {tr.get('epochs_run', '?')}" if tr else "?"
+        be = f"{tr.get('best_epoch', '?')} of {tr.get('epochs_run', '?')}" if tr else \
+            ("last" if recipe.endswith("_last") else "?")
         md.append(f"| {ARCHS[arch]} | {dict(RECIPES)[recipe]} | {_ci(c, 'accuracy')} | "
                   f"{_ci(c, 'balanced_accuracy')} | {_ci(c, 'kappa')} | "
                   f"{_ci(ref, 'sensitivity')} (n={ref['sensitivity_n']}) | "
@@ -112,7 +120,8 @@ def tables(folder: Path) -> str:
                  for n in CORRUPTIONS]
         mean = r["report"]["summary"].get("mean_severity4_drop")
         md.append(f"| {ARCHS[arch]} | {dict(RECIPES)[recipe]} | " + " | ".join(cells)
-                  + f" | **{100 * mean:.1f}** | *{REFERENCE_DROP[recipe]}* |")
+                  + f" | **{100 * mean:.1f}** | "
+                  + (f"*{REFERENCE_DROP[recipe]}*" if REFERENCE_DROP[recipe] != "" else "") + " |")
 
     md += ["", "### Kappa at severity 4 (clean kappa in the first column)", "",
            "| model | recipe | clean | " + " | ".join(c.replace("_", " ") for c in CORRUPTIONS)

@@ -10,17 +10,25 @@
 # integrated-gradients panels of the baseline and the adversarial model on the same validation
 # photographs of grade 0 and grade 4.
 #
-#   PRESET=cpu bash docs/run_study_real.sh    # 224 px, 5 epochs (the run in docs/experiments.md)
-#   PRESET=gpu bash docs/run_study_real.sh    # 512 px, 20 epochs, as the reference trained
-#   ARCHS=efficientnet_lite0 RECIPES="baseline adversarial" PRESET=cpu bash docs/run_study_real.sh
+#   bash docs/run_study_real.sh --preset cpu   # 224 px, 5 epochs (the run in docs/experiments.md)
+#   bash docs/run_study_real.sh --preset gpu   # 512 px, 20 epochs, as the reference trained
+#   ARCHS=efficientnet_lite0 RECIPES="baseline adversarial" bash docs/run_study_real.sh --preset cpu
+# (PRESET=cpu|gpu in the environment does the same as --preset.)
 #
 # Variables (each overrides the preset): DATA (default ../shared/data/fundus-real), OUT (default
 # docs/results/study-real-$PRESET), CKPT (checkpoints, default $OUT/checkpoints, not committed),
 # SIZE, EPOCHS, BATCH, ARCHS, RECIPES, SEED, WORKERS, RBF (the rbf command), PYTHON (the
 # interpreter that has robustbench_fundus, to pick the saliency photographs).
-# The script can be stopped and started again: a model whose checkpoint exists is not trained
-# again, and `rbf bench` resumes from its store.
+# The script can be stopped and started again: a model whose training finished (its checkpoint
+# and train_<model>.json are there) is not trained again, and `rbf bench` resumes from its store.
 set -euo pipefail
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --preset) PRESET=${2:?--preset needs cpu or gpu}; shift 2 ;;
+    --preset=*) PRESET=${1#--preset=}; shift ;;
+    *) echo "run_study_real.sh: unknown argument '$1' (use --preset cpu|gpu)" >&2; exit 2 ;;
+  esac
+done
 PRESET=${PRESET:-cpu}
 case "$PRESET" in
   cpu) d_SIZE=224; d_EPOCHS=5;  d_BATCH=32 ;;
@@ -70,7 +78,8 @@ for run in "${runs[@]}"; do
     corruption_*) args+=(--severities "${recipe#corruption_}") ;;
     *) echo "run_study_real.sh: unknown recipe '$recipe'" >&2; exit 2 ;;
   esac
-  if [ ! -f "$CKPT/$name.safetensors" ]; then
+  # a finished training writes its JSON last; a checkpoint without it is a killed run
+  if [ ! -s "$OUT/train_$name.json" ] || [ ! -f "$CKPT/$name.safetensors" ]; then
     echo "== train $name" >&2
     t0=$SECONDS
     $RBF train --arch "$arch" "${pre[@]}" --data "$DATA" --size "$SIZE" --epochs "$EPOCHS" \
@@ -105,7 +114,7 @@ PY
 )
     [ -n "$img" ] || continue
     echo "== saliency $arch grade $grade ($img)" >&2
-    $RBF saliency --model "$b" --compare "$a" --image "$img" --size "$SIZE" --target "$grade" \
+    $RBF saliency --model "$b" --compare "$a" --image "$img" --size "$SIZE" --target "$grade" --baseline grey \
         --out "$OUT/saliency_${arch}_grade$grade.png" --json > "$OUT/saliency_${arch}_grade$grade.json"
   done
 done
