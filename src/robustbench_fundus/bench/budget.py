@@ -28,6 +28,11 @@ import torch
 STAGES = ("decode_geometry", "preprocessing", "corruption", "model_forward", "attack",
           "metrics_store", "saliency", "other")
 MODEL_STAGES = ("model_forward", "attack")
+#: Short names of the stages for one line of terminal output.
+STAGE_LABELS = {"decode_geometry": "data", "preprocessing": "preprocessing",
+                "corruption": "corruptions", "model_forward": "model forward",
+                "attack": "attacks", "metrics_store": "metrics+store", "saliency": "saliency",
+                "other": "other"}
 
 
 class StageClock:

@@ -88,15 +88,18 @@ def chunk_helpers(pending: list[Condition], helpers: dict) -> dict:
 
 
 def run_plan(plan: Plan, conds: list[Condition], helpers: dict, mi, di, dd, dev, seed: int,
-             attacks: dict, run, n_chunks: int, st, entry: dict, totals: dict, timing: dict,
-             clock=None) -> int:
-    """Evaluate the chunks of ``plan``; returns the number of images loaded."""
+             attacks: dict, run, n_chunks: int, st, entry: dict, totals: dict, timing: dict
+             ) -> int:
+    """Evaluate the chunks of ``plan``; returns the number of images loaded. ``timing``:
+    seconds accumulated here (``data_s``, ``compute_s``) and its ``clock``
+    (:class:`~robustbench_fundus.bench.budget.StageClock`, made here when absent)."""
     from ..data.dataset import collate
     bars = Bars(run.progress and dd.main, plan, conds, run.chunk_size, len(di.indices),
                 dd.world)
     pipe = BatchPipeline(mi, di, dev, seed, attacks, progress=bars if bars.on else None,
-                         clock=clock, amp=run.amp, channels_last=run.channels_last)
-    clock = pipe.clock
+                         clock=timing.get("clock"), amp=run.amp,
+                         channels_last=run.channels_last)
+    clock = timing["clock"] = pipe.clock
     chunk_size, batch_size = run.chunk_size, run.batch_size
     # batches of this rank's share of each planned chunk; a batch never crosses a chunk
     batches, batch_chunk = [], []

@@ -195,11 +195,9 @@ def bench_summary(report: Any, store: Path | None = None,
                   f"conditions computed, {report.provenance['conditions_from_store']} from the "
                   f"store{sal})", width)
     if t.get("shares") and report.provenance["conditions_computed"]:
-        names = {"decode_geometry": "data", "preprocessing": "preprocessing",
-                 "corruption": "corruptions", "model_forward": "model forward",
-                 "attack": "attacks", "metrics_store": "metrics+store", "saliency": "saliency",
-                 "other": "other"}
-        parts = [f"{names[k]} {v:.0%}" for k, v in t["shares"].items() if v >= 0.005]
+        from .budget import STAGE_LABELS
+        parts = [f"{STAGE_LABELS.get(k, k)} {v:.0%}" for k, v in t["shares"].items()
+                 if v >= 0.005]
         lines += wrap(f"time budget: {', '.join(parts)}; pipeline efficiency "
                       f"{t['pipeline_efficiency']:.2f} (model forward + attacks / total)", width)
     if store is None:

@@ -151,20 +151,16 @@ def _image_scores(model: nn.Module, x: torch.Tensor, t: int, heat: torch.Tensor,
     and of a seeded random order (lower than random: the attribution found what the model uses).
     Only for a model whose output is the 5 grade logits (the deletion curve reads their softmax);
     None otherwise."""
-    from .scores import curve_area, deletion_curve, mask_share
+    from .scores import deletion_scores, mask_share
     with torch.no_grad():
         out = model(x)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != NUM_GRADES:
         return {"disc_share": None, "deletion_auc": None, "deletion_auc_random": None}
     m = mask.reshape(1, *heat.shape).float()
     disc = float(mask_share(heat[None].to(m.device), m)[0])
-    h = heat[None].to(x.device)
-    fr, curve = deletion_curve(model, x, [t], h, baseline, seed=seed)
-    from ..seeding import per_sample_uniform
-    rnd = per_sample_uniform(seed, "interpret.random_order", [0], h.numel(), device=x.device)
-    _, rcurve = deletion_curve(model, x, [t], rnd.view_as(h), baseline, seed=seed)
-    return {"disc_share": disc, "deletion_auc": float(curve_area(fr, curve)[0]),
-            "deletion_auc_random": float(curve_area(fr, rcurve)[0])}
+    d = deletion_scores(model, x, [t], heat[None].to(x.device), baseline, seed=seed)
+    return {"disc_share": disc, "deletion_auc": float(d["deletion_auc"][0]),
+            "deletion_auc_random": float(d["deletion_auc_random"][0])}
 
 
 def saliency_figure(models: Sequence[tuple[str, nn.Module]], image: str | Path | torch.Tensor,

@@ -110,6 +110,31 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor | Sequence
     return fractions.float(), probs
 
 
+def deletion_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor | Sequence[int],
+                    heat: torch.Tensor, baseline: torch.Tensor | BaselineSpec = "black",
+                    points: int = DEFAULT_POINTS, *, seed: int = 0, sample_ids=None,
+                    batch_size: int | None = None, random_control: bool = True
+                    ) -> dict[str, np.ndarray]:
+    """The deletion scores of attributions ``heat`` (B,H,W): ``prob`` (clean probability of
+    ``y``), ``deletion_curve`` (B,P), ``deletion_auc``, ``fractions`` and, with
+    ``random_control``, ``deletion_auc_random`` (a seeded random pixel order per sample id, the
+    reference an attribution must beat). Used by :func:`saliency_scores` and by the figure's
+    per-photograph scores, so both are one computation."""
+    B, _, H, W = x.shape
+    ids = list(range(B)) if sample_ids is None else [int(i) for i in sample_ids]
+    fr, curve = deletion_curve(model, x, y, heat, baseline, points, batch_size=batch_size,
+                               seed=seed, sample_ids=ids)
+    out = {"prob": curve[:, 0].cpu().numpy(), "deletion_curve": curve.cpu().numpy(),
+           "deletion_auc": curve_area(fr, curve).cpu().numpy(), "fractions": fr.numpy()}
+    if random_control:
+        from ..seeding import per_sample_uniform
+        rnd = per_sample_uniform(seed, "interpret.random_order", ids, H * W, device=x.device)
+        _, rcurve = deletion_curve(model, x, y, rnd.view(B, H, W), baseline, points,
+                                   batch_size=batch_size, seed=seed, sample_ids=ids)
+        out["deletion_auc_random"] = curve_area(fr, rcurve).cpu().numpy()
+    return out
+
+
 def curve_area(fractions: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """(B,) trapezoid area under ``probs`` (B,P) over ``fractions`` (P,) in [0,1]."""
     f = fractions.to(probs.device, torch.float64)
@@ -222,18 +247,8 @@ def saliency_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor | Sequenc
     else:
         per["disc_share"] = nan.numpy()
 
-    fr, curve = deletion_curve(view_model, x, y, heat, base, points,
-                               batch_size=internal_batch_size)
-    per["prob"] = curve[:, 0].cpu().numpy()
-    per["deletion_curve"] = curve.cpu().numpy()
-    per["deletion_auc"] = curve_area(fr, curve).cpu().numpy()
-    per["fractions"] = fr.numpy()
-    if random_control:
-        from ..seeding import per_sample_uniform
-        rnd = per_sample_uniform(seed, "interpret.random_order", ids, H * W, device=x.device)
-        _, rcurve = deletion_curve(view_model, x, y, rnd.view(B, H, W), base, points,
-                                   batch_size=internal_batch_size)
-        per["deletion_auc_random"] = curve_area(fr, rcurve).cpu().numpy()
+    per.update(deletion_scores(view_model, x, y, heat, base, points, seed=seed, sample_ids=ids,
+                               batch_size=internal_batch_size, random_control=random_control))
 
     if method == "ig":
         with torch.no_grad(), eval_mode(score_model):
