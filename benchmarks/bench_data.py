@@ -5,10 +5,12 @@ Passes (images/s; every timed pass is repeated ``--rounds`` times, interleaved w
 and the median is reported; each ratio is the median of the per-round ratios):
 
   cold      empty crop cache (a fresh folder each round): read + JPEG decode (at a DCT-domain
-            reduction where the crop allows it) + geometry + crop + cache write, then Graham on
-            batches (geometry re-estimated on the crops, as the benchmark does)
-  cached    the same pass from the on-disk cache (no decode), then Graham
-  graham    Graham alone on the batches of cached crops already in memory (geometry included)
+            reduction where the crop allows it) + geometry + crop + the crop's geometry + cache
+            write, then Graham on batches (the crops' geometry rebuilt from what the loader
+            returns with them, as the benchmark does)
+  cached    the same pass from the on-disk cache (no decode, no geometry estimate), then Graham
+  graham    Graham alone on the batches of cached crops already in memory (the rebuild of their
+            stored geometry included)
   loader    the cached pass through FundusDataset + make_loader with worker processes (once)
   peer      Ben Graham's Kaggle 2015 code in OpenCV, per image (cv2.imread, radius from the
             middle row, resize, GaussianBlur, addWeighted, circle mask)
@@ -18,7 +20,9 @@ On original-size photographs (``--originals`` of the real ones upscaled with PIL
 the cold pass with draft decoding (the default) and with full decoding, and the peer. The
 upscaled files are smoother than real originals; they have the size and the encoding cost.
 
-Also: how much draft decoding changes the cached crops against full decoding (max and mean
+Also: how far the fast Graham (banded, decimated blur) is from its direct definition
+(``graham_direct``: two exact 1-D convolutions at every pixel), inside the mask, in 8-bit levels,
+on the cached crops at 224 and 512 px; and how much draft decoding changes the cached crops against full decoding (max and mean
 absolute difference in 8-bit levels, at 224 and 512 px), on the originals and on the real files.
 
 Uses ../shared/data/fundus-real when present (or $RBF_REAL_DATA), else synthetic images.
@@ -44,10 +48,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustbench_fundus.data import (FundusDataset, Record, estimate_geometry, graham,
-                                     load_working, make_loader, read_records)
+from robustbench_fundus.data import (FundusDataset, Geometry, Record, graham, make_loader,
+                                     read_records)
+from robustbench_fundus.preprocessing import RIM_FRACTION, graham_direct
 
 cache_mod = importlib.import_module("robustbench_fundus.data.cache")
+load_entry = cache_mod.load_entry
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -86,30 +92,34 @@ def _make_originals(paths: list[Path], out: Path) -> list[Path]:
     return made
 
 
-def _graham_batch(crops: list[torch.Tensor]) -> None:
-    x = torch.stack(crops).float().div_(255)
-    graham(x, estimate_geometry(x))
+def _graham_batch(u8: torch.Tensor, params: torch.Tensor) -> None:
+    """What the benchmark's pipeline does with a loaded batch before the model: the crops in
+    [0,1], their geometry rebuilt from the stored parameters, Graham."""
+    x = u8.float().div_(255)
+    graham(x, Geometry.from_params(params, *x.shape[-2:]))
 
 
 def _pipeline(paths, size, cache_dir, batch) -> float:
-    """load_working (cold or cached) for every path, Graham per batch; seconds."""
+    """load_entry (cold or cached) for every path, Graham per batch; seconds."""
     t = time.perf_counter()
     crops: list[torch.Tensor] = []
+    params: list[torch.Tensor] = []
     for p in paths:
-        crops.append(load_working(p, size, cache_dir=cache_dir))
+        c, g, _ = load_entry(p, size, cache_dir=cache_dir)
+        crops.append(c)
+        params.append(g)
         if len(crops) == batch:
-            _graham_batch(crops)
-            crops = []
+            _graham_batch(torch.stack(crops), torch.stack(params))
+            crops, params = [], []
     if crops:
-        _graham_batch(crops)
+        _graham_batch(torch.stack(crops), torch.stack(params))
     return time.perf_counter() - t
 
 
-def _graham_only(batches: list[torch.Tensor]) -> float:
+def _graham_only(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     t = time.perf_counter()
-    for u8 in batches:
-        x = u8.float().div_(255)
-        graham(x, estimate_geometry(x))
+    for u8, params in batches:
+        _graham_batch(u8, params)
     return time.perf_counter() - t
 
 
@@ -118,8 +128,7 @@ def _loader_pass(paths, size, cache_dir, batch, workers) -> float:
     ds = FundusDataset(records, size=size, cache_dir=cache_dir)
     t = time.perf_counter()
     for b in make_loader(ds, batch_size=batch, num_workers=workers):
-        x = b["image"].float().div_(255)
-        graham(x, estimate_geometry(x))
+        _graham_batch(b["image"], b["geometry"])
     return time.perf_counter() - t
 
 
@@ -191,6 +200,20 @@ def _crop_diff(paths, size, tmp: Path) -> dict:
             "p999_levels": float(d.flatten().kthvalue(max(1, int(d.numel() * 0.999))).values)}
 
 
+def _graham_vs_direct(paths, size, cache_dir) -> dict:
+    """|fast Graham - graham_direct| in 8-bit levels inside 0.9 R (outside both are grey)."""
+    got = [load_entry(p, size, cache_dir=cache_dir) for p in paths]
+    x = torch.stack([c for c, _, _ in got]).float().div_(255)
+    g = Geometry.from_params(torch.stack([q for _, q, _ in got]), size, size)
+    d = (graham(x, g) - graham_direct(x, g)).abs().mul_(255)
+    inside = (g.distance() <= RIM_FRACTION).expand_as(d)
+    v = d[inside]
+    return {"size": size, "n_images": len(paths), "max_levels": float(v.max()),
+            "mean_levels": float(v.mean()),
+            "p999_levels": float(v.kthvalue(max(1, int(v.numel() * 0.999))).values),
+            "outside_max_levels": float(d[~inside].max()) if (~inside).any() else 0.0}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=120, help="real photographs (765x512)")
@@ -227,9 +250,11 @@ def main(argv=None) -> int:
         _peer_graham(paths[:4], args.size)
         cached_dir = tmp / "cached"
         _pipeline(paths, args.size, cached_dir, args.batch)   # fill the cache once
-        batches = [torch.stack([load_working(p, args.size, cache_dir=cached_dir)
-                                for p in paths[i:i + args.batch]])
-                   for i in range(0, n, args.batch)]
+        batches = []
+        for i in range(0, n, args.batch):
+            got = [load_entry(p, args.size, cache_dir=cached_dir) for p in paths[i:i + args.batch]]
+            batches.append((torch.stack([c for c, _, _ in got]),
+                            torch.stack([g for _, g, _ in got])))
         real = _rounds({
             "cold": lambda r: _pipeline(paths, args.size, tmp / f"cold{r}", args.batch),
             "cached": lambda r: _pipeline(paths, args.size, cached_dir, args.batch),
@@ -251,13 +276,14 @@ def main(argv=None) -> int:
             "peer": lambda r: _peer_graham(originals, args.size),
         }, max(3, args.rounds - 2))
         load["after_originals"] = list(os.getloadavg())
+        exact = [_graham_vs_direct(paths[:24], s, tmp / f"exact{s}") for s in (224, 512)]
         diffs = {"originals": [_crop_diff(originals, s, tmp) for s in (224, 512)],
                  "real": [_crop_diff(paths[:24], s, tmp) for s in (224, 512)]}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     res = {
-        "schema": 2,
+        "schema": 3,
         "benchmark": "data",
         "source": source,
         "n_images": n,
@@ -279,6 +305,7 @@ def main(argv=None) -> int:
                                          "cold_draft_vs_peer": ("cold_draft", "peer"),
                                          "cold_full_vs_peer": ("cold_full", "peer")}),
         "draft_crop_difference": diffs,
+        "graham_vs_direct": exact,
         "cache_mb": cache_mb,
         "load_average_1_5_15min": load,
         "env": {"torch": torch.__version__, "opencv": cv2.__version__,
@@ -314,7 +341,7 @@ def _markdown(res: dict) -> str:
          "| pass | images/s | seconds | vs peer |", "|---|---:|---:|---:|"]
     rows = [("cold: decode + geometry + crop + cache write + Graham", "cold", "cold_vs_peer"),
             ("cached: crop from the disk cache + Graham", "cached", "cached_vs_peer"),
-            ("Graham alone (crops in memory, geometry included)", "graham", "graham_vs_peer"),
+            ("Graham alone (crops in memory, stored geometry rebuilt)", "graham", "graham_vs_peer"),
             ("peer: Graham's original OpenCV code, per image", "peer", None)]
     for label, k, rk in rows:
         q = rat[rk] if rk else None
@@ -347,6 +374,15 @@ def _markdown(res: dict) -> str:
             red = ", ".join(f"1/{x}" for x in e["reductions"])
             L.append(f"| {label} ({e['n_images']}) | {e['size']} | {red} | {e['max_levels']:.0f} "
                      f"| {e['mean_levels']:.3f} | {e['p999_levels']:.0f} |")
+    L += ["", "## Graham (banded, decimated blur) against its direct definition (8-bit levels)", "",
+          "Inside 0.9 R, on the cached crops of the real photographs; outside it both are grey "
+          "0.5.", "",
+          "| working size | images | max | mean | 99.9th percentile | max outside |",
+          "|---:|---:|---:|---:|---:|---:|"]
+    for e in res["graham_vs_direct"]:
+        L.append(f"| {e['size']} | {e['n_images']} | {e['max_levels']:.3f} | "
+                 f"{e['mean_levels']:.4f} | {e['p999_levels']:.3f} | "
+                 f"{e['outside_max_levels']:.0f} |")
     env = res["env"]
     L += ["", f"torch {env['torch']}, OpenCV {env['opencv']}, Python {env['python']}, "
               f"{env['machine']}; absolute numbers vary with the load, the ratios are from the "

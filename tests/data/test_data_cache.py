@@ -11,8 +11,10 @@ from PIL import Image
 import robustbench_fundus.data.cache as cache_mod
 from _datastage_helpers import disc_image, save_image
 from robustbench_fundus.data import load_working
-from robustbench_fundus.data.cache import cache_format, default_cache_dir, load_working_ex
+from robustbench_fundus.data.cache import (cache_format, default_cache_dir, load_entry,
+                                          load_working_ex)
 from robustbench_fundus.errors import DataError
+from robustbench_fundus.preprocessing import Geometry, estimate_geometry
 
 
 def _entries(root):
@@ -21,7 +23,10 @@ def _entries(root):
 
 
 def _read_entry(path) -> np.ndarray:
-    return np.load(path) if path.suffix == ".npy" else np.asarray(Image.open(path))
+    """The crop of an entry, (3,S,S) uint8."""
+    if path.suffix == ".npy":
+        return np.load(path)["crop"]
+    return np.asarray(Image.open(path)).transpose(2, 0, 1)
 
 
 @pytest.fixture
@@ -40,6 +45,7 @@ def test_second_pass_does_not_decode(tmp_path, photo, monkeypatch):
     assert not hit and a.dtype == torch.uint8 and a.shape == (3, 48, 48)
     files = _entries(cdir)
     assert len(files) == 1 and _read_entry(files[0]).dtype == np.uint8
+    assert torch.equal(torch.from_numpy(_read_entry(files[0]).copy()), a)
     monkeypatch.setattr(cache_mod, "decode_bytes", _no_decode)
     b, hit = load_working_ex(photo, 48, cache_dir=cdir)
     assert hit and torch.equal(a, b)
@@ -118,3 +124,51 @@ def test_unreadable_raises_data_error(tmp_path):
     p.write_bytes(b"\xff\xd8\xff\xe0 garbage")
     with pytest.raises(DataError, match="bad.jpeg"):
         load_working(p, 32, cache_dir=tmp_path / "c")
+
+
+@pytest.mark.parametrize("fmt", cache_mod.CACHE_FORMATS)
+def test_entry_carries_the_crops_geometry_bit_for_bit(tmp_path, photo, monkeypatch, fmt):
+    """The geometry stored with a crop rebuilds exactly what estimate_geometry finds on the
+    crop (as the benchmark feeds it: crop / 255), on a miss and on a hit, in both formats."""
+    monkeypatch.setenv("RBF_CACHE_FORMAT", fmt)
+    cdir = tmp_path / "cache"
+    crop, params, hit = load_entry(photo, 48, cache_dir=cdir)
+    assert not hit and params.dtype == torch.float32 and params.shape == (7,)
+    monkeypatch.setattr(cache_mod, "decode_bytes", _no_decode)
+    crop2, params2, hit = load_entry(photo, 48, cache_dir=cdir)
+    assert hit and torch.equal(crop, crop2) and torch.equal(params, params2)
+    want = estimate_geometry(crop.unsqueeze(0).float() / 255.0)
+    got = Geometry.from_params(params.view(1, -1), 48, 48)
+    assert torch.equal(got.mask, want.mask) and torch.equal(got.center, want.center)
+    assert torch.equal(got.radius, want.radius) and torch.equal(got.extent, want.extent)
+
+
+def test_entry_of_the_earlier_layout_is_a_hit_and_is_upgraded(tmp_path, photo, monkeypatch):
+    """A bare (3,S,S) array (the layout before geometry was stored) still hits without
+    decoding; its geometry is estimated and the entry rewritten with it."""
+    monkeypatch.setenv("RBF_CACHE_FORMAT", "npy")
+    cdir = tmp_path / "cache"
+    crop, params, _ = load_entry(photo, 48, cache_dir=cdir)
+    (f,) = _entries(cdir)
+    np.save(f, crop.numpy())                       # the earlier layout
+    monkeypatch.setattr(cache_mod, "decode_bytes", _no_decode)
+    crop2, params2, hit = load_entry(photo, 48, cache_dir=cdir)
+    assert hit and torch.equal(crop, crop2) and torch.equal(params, params2)
+    assert np.load(f).dtype.names == ("crop", "geometry")
+
+
+@pytest.mark.parametrize("bad", [[float("nan")] * 7, [24, 24, 0, 0, 47, 0, 47],
+                                 [24, 24, 24, 30, 10, 0, 47], [24, 24, 24, 0, 48, 0, 47],
+                                 [24, 24, 24, 0.5, 47, 0, 47]])
+def test_implausible_stored_geometry_is_estimated_again(tmp_path, photo, monkeypatch, bad):
+    monkeypatch.setenv("RBF_CACHE_FORMAT", "npy")
+    cdir = tmp_path / "cache"
+    crop, params, _ = load_entry(photo, 48, cache_dir=cdir)
+    (f,) = _entries(cdir)
+    rec = np.load(f)
+    rec["geometry"] = np.array(bad, dtype=np.float32)
+    np.save(f, rec)
+    monkeypatch.setattr(cache_mod, "decode_bytes", _no_decode)
+    _, params2, hit = load_entry(photo, 48, cache_dir=cdir)
+    assert hit and torch.equal(params, params2)
+    assert torch.equal(torch.from_numpy(np.load(f)["geometry"].copy()), params)

@@ -87,3 +87,36 @@ def test_graham_of_a_sample_does_not_depend_on_its_batch():
     whole = graham(x)
     for i in range(3):
         assert torch.equal(whole[i:i + 1], graham(x[i:i + 1]))
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_graham_direct_is_the_reference_definition(size):
+    """graham_direct (per-sample truncation) agrees with this file's independent reference (the
+    batch's longest kernel for every sample) to well within a grey level, and the fast graham
+    stays within one grey level of it inside the mask, identical outside."""
+    from robustbench_fundus.preprocessing import graham_direct
+
+    c = (size - 1) / 2
+    x = torch.stack([disc_image(size, size, c, c, size * r, seed=s)
+                     for s, r in ((0, 0.47), (1, 0.40))]).float() / 255
+    ref, inside = _reference_graham(x)
+    direct = graham_direct(x)
+    assert (direct - ref).abs().max().item() <= 0.25 / 255
+    fast = graham(x)
+    ins = inside.expand_as(fast)
+    assert (fast - direct).abs()[ins].max().item() <= 1.0 / 255
+    assert torch.equal(fast[~ins], direct[~ins])
+
+
+def test_graham_within_one_grey_level_on_real_photographs(real_data_dir):
+    from robustbench_fundus.data import load_working, read_records
+    from robustbench_fundus.preprocessing import graham_direct
+
+    recs = read_records(real_data_dir).records[::75]
+    x = torch.stack([load_working(r.path, 512, cache_dir=False) for r in recs]).float() / 255
+    g = estimate_geometry(x)
+    fast, direct = graham(x, g), graham_direct(x, g)
+    d = (fast - direct).abs()
+    assert d.max().item() <= 1.0 / 255
+    outside = (g.distance() > 0.9).expand_as(fast)       # the grey surround, in both exactly
+    assert bool((fast[outside] == 0.5).all()) and bool((direct[outside] == 0.5).all())

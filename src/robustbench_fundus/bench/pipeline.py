@@ -68,9 +68,17 @@ class BatchPipeline:
         with self.clock("preprocessing"):
             return self.pre.model_input(x_work, geom)
 
-    def geometry(self, x_work: torch.Tensor):
-        from ..preprocessing import estimate_geometry
+    def geometry(self, x_work: torch.Tensor, params: torch.Tensor | None = None):
+        """The clean crops' geometry: rebuilt from ``params`` (the loader's ``geometry``, stored
+        with each cached crop) when given, else estimated on ``x_work``; the same either way."""
+        from ..preprocessing import Geometry, estimate_geometry
         with self.clock("decode_geometry"):
+            if params is not None:
+                H, W = x_work.shape[-2:]
+                if tuple(params.shape) != (x_work.shape[0], 7):
+                    raise RBFError(f"batch['geometry'] of shape {tuple(params.shape)} for "
+                                   f"{x_work.shape[0]} images: expected (B, 7) from the loader")
+                return Geometry.from_params(params, H, W, device=x_work.device)
             return self.pre.geometry(x_work) if self.pre is not None else \
                 estimate_geometry(x_work)
 
@@ -105,10 +113,11 @@ class BatchPipeline:
         y = self.head.labels(grades)            # the decision's labels (grades, or referable)
         K = self.head.n_labels
         ids = batch["index"].cpu()
-        x_raw = (img.float() / 255.0 if img.dtype == torch.uint8 else img.float()).to(self.device)
+        img = img.to(self.device)
+        x_raw = img.float().div_(255.0) if img.dtype == torch.uint8 else img.float()
         t0 = time.perf_counter()
         need_geom = self.pre is not None or any(c.kind == "corruption" for c in pending)
-        geom = self.geometry(x_raw) if need_geom else None
+        geom = self.geometry(x_raw, batch.get("geometry")) if need_geom else None
         x_clean = self.model_input(x_raw, geom)
         shared = time.perf_counter() - t0
         B = x_raw.shape[0]

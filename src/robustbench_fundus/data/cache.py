@@ -13,9 +13,15 @@ then run on the decoded image.
 
 The crop is stored under ``<cache_dir>/v<N>/<size>/<aa>/<content hash>.<npy|png>``, keyed by a
 hash of the file's bytes (so a renamed or copied file hits, an edited one misses) plus the size
-and crop margin. Format (``$RBF_CACHE_FORMAT``): ``npy`` (default: the raw ``uint8 (3,S,S)``
-array, 768 KB at 512 px, read in well under a millisecond) or ``png`` (8-bit RGB PNG at
-compression level 1: a third of the size, about 10 ms to decode at 512 px). Files are written
+and crop margin, together with the crop's own fundus geometry (centre, radius and the extent of
+its content: :meth:`~robustbench_fundus.preprocessing.Geometry.params`, estimated on the crop
+once when the entry is written), so a cached pass rebuilds the mask instead of estimating it
+again (the same mask, bit for bit). Format (``$RBF_CACHE_FORMAT``): ``npy`` (default: one
+structured record, fields ``crop`` ``uint8 (3,S,S)`` and ``geometry`` ``float32 (7,)``, 768 KB
+at 512 px, read in well under a millisecond) or ``png`` (8-bit RGB PNG at compression level 1,
+the geometry in a ``rbf-geometry`` text chunk: a third of the size, about 10 ms to decode at
+512 px). An entry of the earlier layout (a bare ``uint8 (3,S,S)`` array, or a PNG without the
+chunk) is still a hit: its geometry is estimated and the entry rewritten with it. Files are written
 to a temporary name in the same folder and moved into place with :func:`os.replace`, so
 concurrent processes never see a half-written entry; a damaged entry is treated as a miss and
 rewritten.
@@ -38,6 +44,7 @@ from PIL import Image
 
 from ..errors import DataError
 from ..preprocessing import Geometry, Preprocessing
+from ..preprocessing.geometry import PARAM_NAMES, valid_params
 from .io import JPEG_REDUCTIONS, decode_bytes, draft_reduction, image_size, read_bytes
 
 # Bump when decode/geometry/crop change so stale entries are not reused.
@@ -117,20 +124,41 @@ def decode_for_crop(data: bytes, size: int, margin: float = 1.0, name="<bytes>"
         r = JPEG_REDUCTIONS[JPEG_REDUCTIONS.index(r) - 1]
 
 
-def _encode(arr: np.ndarray, fmt: str) -> bytes:
-    """(3,S,S) uint8 -> the bytes of an entry."""
+#: The PNG text chunk holding an entry's geometry.
+PNG_GEOMETRY_KEY = "rbf-geometry"
+
+
+def crop_geometry(crop: torch.Tensor) -> torch.Tensor:
+    """(7,) float32 :meth:`~robustbench_fundus.preprocessing.Geometry.params` of a working crop
+    ``uint8 (3,S,S)``: the geometry the benchmark would estimate on it (as ``crop / 255``)."""
+    return Preprocessing().geometry(crop).params()[0]
+
+
+def _encode(arr: np.ndarray, geom: np.ndarray, fmt: str) -> bytes:
+    """(3,S,S) uint8 crop and its (7,) float32 geometry -> the bytes of an entry."""
     buf = io.BytesIO()
     if fmt == "npy":
-        np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+        rec = np.zeros((), dtype=_record_dtype(arr.shape[-1]))
+        rec["crop"] = arr
+        rec["geometry"] = geom
+        np.save(buf, rec, allow_pickle=False)
     else:
-        Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0))).save(buf, format="PNG",
-                                                                            compress_level=1)
+        from PIL.PngImagePlugin import PngInfo
+        info = PngInfo()
+        info.add_text(PNG_GEOMETRY_KEY, " ".join(repr(float(v)) for v in geom))
+        Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0))).save(
+            buf, format="PNG", compress_level=1, pnginfo=info)
     return buf.getvalue()
 
 
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
+def _record_dtype(size: int) -> np.dtype:
+    return np.dtype([("crop", np.uint8, (3, size, size)),
+                     ("geometry", "<f4", (len(PARAM_NAMES),))])
+
+
+def _atomic_save(path: Path, arr: np.ndarray, geom: np.ndarray) -> None:
     fmt = path.suffix[1:]
-    data = _encode(arr, fmt)
+    data = _encode(arr, geom, fmt)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     try:
@@ -145,45 +173,83 @@ def _atomic_save(path: Path, arr: np.ndarray) -> None:
         raise
 
 
-def _try_load(path: Path, size: int) -> np.ndarray | None:
+def _geometry_ok(geom: np.ndarray | None, size: int) -> np.ndarray | None:
+    if geom is None or geom.shape != (len(PARAM_NAMES),):
+        return None
+    return geom if valid_params(geom.tolist(), size, size) else None
+
+
+def _try_load(path: Path, size: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(crop, geometry or None) of an entry; None when it is missing or damaged. The geometry
+    is None for an entry of the earlier layout or with an implausible geometry."""
     try:
         if path.suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
+            if arr.dtype == _record_dtype(size) and arr.shape == ():
+                return arr["crop"], _geometry_ok(np.array(arr["geometry"]), size)
             if arr.dtype != np.uint8 or arr.shape != (3, size, size):
                 return None
-            return arr
+            return arr, None
         with Image.open(path) as img:
             if img.mode != "RGB" or img.size != (size, size):
                 return None
             img.load()
+            text = img.text.get(PNG_GEOMETRY_KEY) if hasattr(img, "text") else None
             arr = np.asarray(img, dtype=np.uint8)
+        geom = None
+        if text is not None:
+            try:
+                geom = np.array([float(v) for v in text.split()], dtype=np.float32)
+            except ValueError:
+                geom = None
     except Exception:  # noqa: BLE001 - any damaged entry
         return None  # damaged entry: recompute and overwrite
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)), _geometry_ok(geom, size)
 
 
-def load_working_ex(path, size: int, cache_dir: CacheDir = None,
-                    margin: float = 1.0) -> tuple[torch.Tensor, bool]:
-    """Like :func:`load_working`, also returning whether the cache hit."""
+def load_entry(path, size: int, cache_dir: CacheDir = None, margin: float = 1.0
+               ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The working crop ``uint8 (3,S,S)`` of the image at ``path``, its fundus geometry
+    (:meth:`~robustbench_fundus.preprocessing.Geometry.params`, ``float32 (7,)``; rebuild it with
+    :meth:`Geometry.from_params <robustbench_fundus.preprocessing.Geometry.from_params>`) and
+    whether the cache hit. Cached on disk (see the module docstring)."""
     size = int(size)
     data = read_bytes(path)
     root = _cache_root(cache_dir)
     cpath = None
     if root is not None:
         cpath = cache_path(root, content_key(data, size, margin), size)
-        arr = _try_load(cpath, size) if cpath.is_file() else None
-        if arr is not None:
-            return torch.from_numpy(arr), True
+        got = _try_load(cpath, size) if cpath.is_file() else None
+        if got is not None:
+            arr, geom = got
+            crop = torch.from_numpy(np.ascontiguousarray(arr))
+            if geom is not None:
+                return crop, torch.from_numpy(geom.copy()), True
+            geom = crop_geometry(crop)       # an entry of the earlier layout: upgrade it
+            _save_quietly(cpath, crop, geom)
+            return crop, geom, True
     img, geom, _ = decode_for_crop(data, size, margin, name=path)
     out = working_crop(img, size, margin, geom=geom)
+    geom = crop_geometry(out)
     if cpath is not None:
-        try:
-            _atomic_save(cpath, out.numpy())
-        except OSError:
-            pass  # a read-only or full cache never stops loading
-    return out, False
+        _save_quietly(cpath, out, geom)
+    return out, geom, False
+
+
+def _save_quietly(cpath: Path, crop: torch.Tensor, geom: torch.Tensor) -> None:
+    try:
+        _atomic_save(cpath, crop.numpy(), geom.numpy())
+    except OSError:
+        pass  # a read-only or full cache never stops loading
+
+
+def load_working_ex(path, size: int, cache_dir: CacheDir = None,
+                    margin: float = 1.0) -> tuple[torch.Tensor, bool]:
+    """Like :func:`load_working`, also returning whether the cache hit."""
+    crop, _, hit = load_entry(path, size, cache_dir, margin)
+    return crop, hit
 
 
 def load_working(path, size: int, cache_dir: CacheDir = None, margin: float = 1.0) -> torch.Tensor:
     """Working-size crop ``uint8 (3,S,S)`` of the image at ``path`` (cached on disk)."""
-    return load_working_ex(path, size, cache_dir, margin)[0]
+    return load_entry(path, size, cache_dir, margin)[0]

@@ -1,7 +1,12 @@
 """Streaming data set and loader of working-size crops.
 
-``FundusDataset(records, size)`` yields dicts ``image`` (uint8 ``(3,S,S)``), ``label`` (int),
-``index`` (position in ``records``) and ``id`` (the image id); images are read one by one (from
+``FundusDataset(records, size)`` yields dicts ``image`` (uint8 ``(3,S,S)``), ``geometry`` (the
+crop's fundus geometry, float32 ``(7,)``: :meth:`~robustbench_fundus.preprocessing.Geometry.params`,
+stored with the cached crop), ``label`` (int), ``index`` (position in ``records``) and ``id`` (the
+image id); :func:`collate` stacks ``geometry`` to ``(B,7)``, which
+:meth:`Geometry.from_params <robustbench_fundus.preprocessing.Geometry.from_params>` turns back into
+the mask, centre and radius the benchmark would otherwise estimate again (the same, bit for bit).
+Images are read one by one (from
 the on-disk crop cache when possible), never the whole set in memory. An image that fails to
 decode during loading is not fatal unless ``strict``: the item is marked bad, :func:`collate`
 drops it from its batch, and :class:`FundusLoader` counts and lists it (``.skipped``).
@@ -17,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError, RBFError
 from ..seeding import torch_generator
-from .cache import CacheDir, load_working_ex
+from .cache import CacheDir, load_entry
 from .layouts import Record, RecordSet
 
 
@@ -42,14 +47,14 @@ class FundusDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         r = self.records[index]
         try:
-            img, hit = load_working_ex(r.path, self.size, self.cache_dir, self.margin)
+            img, geom, hit = load_entry(r.path, self.size, self.cache_dir, self.margin)
         except DataError as exc:
             if self.strict:
                 raise
             return {"bad": True, "index": int(index), "id": r.image_id, "path": str(r.path),
                     "reason": str(exc)}
-        return {"image": img, "label": int(r.label), "index": int(index), "id": r.image_id,
-                "cache_hit": hit}
+        return {"image": img, "geometry": geom, "label": int(r.label), "index": int(index),
+                "id": r.image_id, "cache_hit": hit}
 
     @property
     def labels(self) -> list[int]:

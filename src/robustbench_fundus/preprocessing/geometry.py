@@ -11,7 +11,8 @@ Coordinates are pixel centres: pixel ``(row i, col j)`` sits at ``(x=j, y=i)``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,13 +27,26 @@ _ABS_MIN, _ABS_MAX = 0.03, 0.10
 _LINE_FRACTION = 0.02
 
 
+#: Columns of :meth:`Geometry.params`: centre, radius and the content's extent (first and last
+#: column and row with content), everything the mask is built from.
+PARAM_NAMES = ("center_x", "center_y", "radius", "left", "right", "top", "bottom")
+
+
 @dataclass
 class Geometry:
-    """Per-sample fundus geometry for a batch of images of one size."""
+    """Per-sample fundus geometry for a batch of images of one size.
+
+    ``extent`` (B,4) int64 (left, right, top, bottom): the first and last column and row with
+    content, which (with the centre and radius) define the mask; set by
+    :func:`estimate_geometry` and :meth:`from_params`, ``None`` for a geometry built by hand.
+    """
 
     mask: torch.Tensor    # (B,1,H,W) float in {0,1}
     center: torch.Tensor  # (B,2) float (x, y) in pixels
     radius: torch.Tensor  # (B,) float, pixels
+    extent: torch.Tensor | None = None  # (B,4) int64 (left, right, top, bottom) or None
+    # (B,H,W) distance map the mask was built from (kept for distance(); never set by hand)
+    _dist: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.mask.shape[0]
@@ -40,21 +54,87 @@ class Geometry:
     def __getitem__(self, idx) -> "Geometry":
         if isinstance(idx, int):
             idx = slice(idx, idx + 1)
-        return Geometry(self.mask[idx], self.center[idx], self.radius[idx])
+        ext = None if self.extent is None else self.extent[idx]
+        dist = None if self._dist is None else self._dist[idx]
+        return Geometry(self.mask[idx], self.center[idx], self.radius[idx], ext, dist)
 
     def to(self, device) -> "Geometry":
-        return Geometry(self.mask.to(device), self.center.to(device), self.radius.to(device))
+        ext = None if self.extent is None else self.extent.to(device)
+        dist = None if self._dist is None else self._dist.to(device)
+        return Geometry(self.mask.to(device), self.center.to(device), self.radius.to(device), ext,
+                        dist)
 
     @staticmethod
     def cat(parts: list["Geometry"]) -> "Geometry":
+        ext = (torch.cat([p.extent for p in parts])
+               if all(p.extent is not None for p in parts) else None)
         return Geometry(torch.cat([p.mask for p in parts]), torch.cat([p.center for p in parts]),
-                        torch.cat([p.radius for p in parts]))
+                        torch.cat([p.radius for p in parts]), ext)
 
     def distance(self) -> torch.Tensor:
         """(B,1,H,W) distance of each pixel from the fundus centre, in units of the radius."""
         H, W = self.mask.shape[-2:]
+        d = self._dist
+        if d is not None and d.shape == (len(self), H, W) and d.device == self.mask.device:
+            return d.unsqueeze(1)
         return _distance(self.center.to(self.mask.device), self.radius.to(self.mask.device),
                          H, W).unsqueeze(1)
+
+    def params(self) -> torch.Tensor:
+        """(B,7) float32: :data:`PARAM_NAMES` per sample, enough to rebuild this geometry
+        exactly with :meth:`from_params` (what the crop cache stores beside each crop)."""
+        if self.extent is None:
+            raise ValueError("this Geometry has no extent (it was not estimated); "
+                             "use estimate_geometry")
+        return torch.cat([self.center.float(), self.radius.float().view(-1, 1),
+                          self.extent.float()], dim=1).cpu()
+
+    @staticmethod
+    def from_params(params: torch.Tensor, height: int, width: int,
+                    device: torch.device | str | None = None) -> "Geometry":
+        """The geometry of images of ``height x width`` whose :meth:`params` are ``params``
+        (B,7): the same mask, centre and radius :func:`estimate_geometry` found, bit for bit."""
+        p = torch.as_tensor(params, dtype=torch.float32, device=device)
+        if p.dim() != 2 or p.shape[1] != len(PARAM_NAMES):
+            raise ValueError(f"geometry params of shape {tuple(p.shape)}: expected (B, "
+                             f"{len(PARAM_NAMES)}) ({', '.join(PARAM_NAMES)})")
+        return _from_parts(p[:, :2].contiguous(), p[:, 2].contiguous(),
+                           p[:, 3:].round().long(), int(height), int(width))
+
+
+def valid_params(params, height: int, width: int) -> bool:
+    """Whether one sample's geometry ``params`` (7 numbers, :data:`PARAM_NAMES`) can belong to
+    an image of ``height x width``: finite, a radius of at least 1, the extent whole pixels
+    inside the image and in order. Plain Python (it runs once per cached crop)."""
+    try:
+        v = [float(a) for a in params]
+    except (TypeError, ValueError):
+        return False
+    if len(v) != len(PARAM_NAMES) or not all(math.isfinite(a) for a in v):
+        return False
+    radius, (left, right, top, bottom) = v[2], v[3:]
+    return (all(a == int(a) for a in v[3:]) and radius >= 1
+            and 0 <= left <= right < width and 0 <= top <= bottom < height)
+
+
+def _from_parts(center: torch.Tensor, radius: torch.Tensor, extent: torch.Tensor, H: int,
+                W: int) -> Geometry:
+    """The geometry from its parameters: the mask is the disc's circle (half a pixel of slack,
+    so the rim pixels the radius was measured from are inside) within the content's rows and
+    columns. The one place the mask is built (:func:`estimate_geometry` and
+    :meth:`Geometry.from_params`)."""
+    B = center.shape[0]
+    dev = center.device
+    left, right, top, bottom = extent.unbind(1)
+    d = _distance(center, radius, H, W)  # (B,H,W) in units of R
+    ys = torch.arange(H, device=dev).view(1, H, 1)
+    xs = torch.arange(W, device=dev).view(1, 1, W)
+    inside_rows = (ys >= top.view(B, 1, 1)) & (ys <= bottom.view(B, 1, 1))
+    inside_cols = (xs >= left.view(B, 1, 1)) & (xs <= right.view(B, 1, 1))
+    circle = d <= 1.0 + 0.5 / radius.view(B, 1, 1)
+    circle.logical_and_(inside_rows).logical_and_(inside_cols)
+    return Geometry(mask=circle.unsqueeze(1).float(), center=center, radius=radius,
+                    extent=extent, _dist=d)
 
 
 def _distance(center: torch.Tensor, radius: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -162,16 +242,8 @@ def estimate_geometry(x: torch.Tensor) -> Geometry:
     # mid-point of the rows with content when the band touches the frame edge.
     cy = torch.where(near.sum(1) == 0, torch.full_like(cy, (H - 1) / 2), cy)
     center = torch.stack([cx, cy], dim=1)
-    d = _distance(center, radius, H, W)  # (B,H,W) in units of R
-    ys = torch.arange(H, device=x.device).view(1, H, 1)
-    xs = torch.arange(W, device=x.device).view(1, 1, W)
-    inside_rows = (ys >= top.view(B, 1, 1)) & (ys <= bottom.view(B, 1, 1))
-    inside_cols = (xs >= left.view(B, 1, 1)) & (xs <= right.view(B, 1, 1))
-    # Half a pixel of slack so the rim pixels the radius was measured from are inside.
-    circle = d <= 1.0 + 0.5 / radius.view(B, 1, 1)
-    del d
-    circle.logical_and_(inside_rows).logical_and_(inside_cols)
-    return Geometry(mask=circle.unsqueeze(1).float(), center=center, radius=radius)
+    extent = torch.stack([left, right, top, bottom], dim=1).long()
+    return _from_parts(center, radius, extent, H, W)
 
 
 def crop_boxes(geom: Geometry, margin: float = 1.0) -> torch.Tensor:

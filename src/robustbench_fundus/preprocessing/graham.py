@@ -20,23 +20,27 @@ reflection folded in, applied in tiles of output columns so that only the band i
 (``torch.mm``/``torch.bmm``: BLAS on CPU, cuBLAS on GPU). The mask-weighted image (3 channels)
 and the mask (1 channel) go through the same products, and the local mean is their ratio.
 
-From ``sigma >= DECIMATE_MIN_SIGMA`` (working crops of about 200 px and more) the horizontal
-pass evaluates the blur at every second column only (half-pixel positions, kernel variance
-reduced by the 0.75 px^2 that the linear interpolation back to every column adds, the
-truncation kept at the same support) and the numerator and the mask's blur are interpolated
-back separately before the ratio. The vertical pass is always exact. Against the exact
-evaluation this moves the output by at most a fraction of one grey level inside the mask
-(``docs/preprocessing.md`` gives the measured differences) and halves the work.
+From ``sigma >= DECIMATE_MIN_SIGMA`` (working crops of about 200 px and more) each pass
+evaluates the blur at every second column (row) only (half-pixel positions, kernel variance
+reduced by the 0.75 px^2 that the linear interpolation back to every pixel adds, the
+truncation kept at the same support); the numerator and the mask's blur are interpolated back,
+rows then columns (two strided ``lerp`` per direction), separately before the ratio. Against
+the direct definition (:func:`graham_direct`: two exact 1-D convolutions at every pixel) this
+moves the output by a small fraction of one grey level inside the mask (tested to stay within
+one; ``benchmarks/results/data.md`` gives the measured differences on real photographs) and
+does about a third of the work.
 
 The batch is processed in blocks of a few images (``BLOCK_PIXELS`` on CPU), so the
-intermediates stay small: in cache, and below the allocator's threshold for fresh memory from
-the operating system. Each sample's result depends only on that sample: its own kernel, its own
+intermediates stay small and in cache. On CPU their scratch memory (at most about 64 MB) is
+kept between calls, one buffer per thread: memory freshly mapped from the operating system costs
+a page fault per 4 KB on first touch, which at 512 px was a fifth of Graham's time. Each sample's result depends only on that sample: its own kernel, its own
 rows of the products.
 """
 from __future__ import annotations
 
 import functools
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -191,6 +195,20 @@ def _erode(m: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _interpolate(v: torch.Tensor, out: torch.Tensor, dim: int) -> None:
+    """Linear interpolation along ``dim`` from the decimated positions ``2i - 1.5`` (``v``,
+    ``n // 2 + 2`` of them) back to every pixel (``out``, ``n``): pixel ``2i`` is
+    ``v[i]/4 + 3 v[i+1]/4``, pixel ``2i + 1`` is ``3 v[i+1]/4 + v[i+2]/4``: a multiply and an
+    add into every second pixel per parity (faster than ``lerp`` into a strided output); the
+    same weights as :func:`_band`'s ``"interpolate"`` matrix."""
+    n = out.shape[dim]
+    for start, count in ((0, (n + 1) // 2), (1, n // 2)):
+        if count:
+            o = out[(slice(None),) * dim + (slice(start, None, 2),)]
+            torch.mul(v.narrow(dim, start, count), 0.25 if start == 0 else 0.75, out=o)
+            o.add_(v.narrow(dim, start + 1, count), alpha=0.75 if start == 0 else 0.25)
+
+
 def _graham_block(x: torch.Tensor, geom: Geometry, sigma: float, out: torch.Tensor,
                   work: torch.Tensor) -> None:
     """Graham of a block of samples that share one sigma, written into ``out`` (b,3,H,W).
@@ -199,23 +217,27 @@ def _graham_block(x: torch.Tensor, geom: Geometry, sigma: float, out: torch.Tens
     dev, dt, key = x.device, x.dtype, str(x.device)
     me = _erode(geom.mask)                                      # bool (b,1,H,W)
     inside = (geom.distance() <= RIM_FRACTION).logical_and_(me)
-    decimate = can_decimate(sigma, W)
-    hb = _band(sigma, W, "decimate" if decimate else "exact", key)
-    n_out = hb[0].shape[1]
+    dec_w, dec_h = can_decimate(sigma, W), can_decimate(sigma, H)
+    hb = _band(sigma, W, "decimate" if dec_w else "exact", key)
+    vb = _band(sigma, H, "decimate" if dec_h else "exact", key)
+    n_w, n_h = hb[0].shape[1], vb[0].shape[1]
     # rows (image row, sample, channel): the vertical pass is one left product per tile, and
     # every buffer has the pixels of a row contiguous
-    ny, nz = H * b * 4 * W, H * b * 4 * n_out
+    ny, nz = H * b * 4 * W, H * b * 4 * n_w
     y = work[:ny].view(H, b, 4, W)
-    z = work[ny:ny + nz].view(H, b, 4, n_out)
-    v = work[ny + nz:ny + 2 * nz].view(H, b, 4, n_out)
+    z = work[ny:ny + nz].view(H, b, 4, n_w)
+    v = work[ny + nz:ny + nz + n_h * b * 4 * n_w].view(n_h, b, 4, n_w)
     mf = y[:, :, 3]                                             # the mask channel, as float
     mf.copy_(me[:, 0].transpose(0, 1))
     torch.mul(x.permute(2, 0, 1, 3), mf.unsqueeze(2), out=y[:, :, :3])
-    _pass(hb, y.view(-1, W), z.view(-1, n_out), left=False)
-    _pass(_band(sigma, H, "exact", key), z.view(H, -1), v.view(H, -1), left=True)
+    _pass(hb, y.view(-1, W), z.view(-1, n_w), left=False)
+    _pass(vb, z.view(H, -1), v.view(n_h, -1), left=True)
     v[:, :, 3].clamp_min_(1e-4)
-    if decimate:   # numerator and mask blur back at every column (into y's memory)
-        _pass(_band(sigma, W, "interpolate", key), v.view(-1, n_out), y.view(-1, W), left=False)
+    if dec_h:      # back at every row (into z's memory)
+        _interpolate(v, z, dim=0)
+        v = z
+    if dec_w:      # numerator and mask blur back at every column (into y's memory)
+        _interpolate(v, y, dim=3)
         v = y
     vp = v.permute(1, 2, 0, 3)                                 # (b,4,H,W) view
     torch.addcdiv(x, vp[:, :3], vp[:, 3:], value=-1.0, out=out)  # x - local mean
@@ -224,9 +246,47 @@ def _graham_block(x: torch.Tensor, geom: Geometry, sigma: float, out: torch.Tens
     torch.addcmul(half, out, inside, value=4.0, out=out)
 
 
+def graham_direct(x: torch.Tensor, geom: Geometry | None = None) -> torch.Tensor:
+    """Graham by its direct definition: the same mask, erosion and normalised blur as
+    :func:`graham`, the blur as two exact 1-D convolutions at every pixel
+    (:func:`gaussian_blur`). Slow; the reference :func:`graham`'s fast evaluation is measured
+    against."""
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    x = x.float()
+    geom = (estimate_geometry(x) if geom is None else geom).to(x.device)
+    out = torch.empty_like(x)
+    sig = (geom.radius.float() / SIGMA_DIVISOR).clamp_min(1e-3)
+    for i in range(x.shape[0]):   # one kernel length per sample
+        g = geom[i]
+        m = _erode(g.mask).float()
+        num = gaussian_blur(torch.cat([x[i:i + 1] * m, m], dim=1), sig[i:i + 1])
+        mean = num[:, :3] / num[:, 3:].clamp_min(1e-4)
+        inside = (g.distance() <= RIM_FRACTION) & (m > 0.5)
+        y = (4.0 * (x[i:i + 1] - mean)).clamp_(-0.5, 0.5) + 0.5
+        out[i:i + 1] = torch.where(inside, y, torch.full_like(y, 0.5))
+    return out
+
+
 def _work_size(b: int, H: int, W: int) -> int:
     """Elements of scratch memory a block needs (pages never touched cost nothing)."""
     return H * b * 4 * (W + 2 * max(W, W // 2 + 2))
+
+
+_scratch_local = threading.local()
+
+
+def _scratch(n: int, device: torch.device) -> torch.Tensor:
+    """``n`` float32 elements of scratch memory. On CPU one buffer per thread, grown as needed
+    and kept (its pages stay mapped); elsewhere the device's caching allocator already reuses
+    memory. A block larger than ``BLOCK_PIXELS`` (one image of more than a megapixel) gets
+    memory of its own, not kept."""
+    if device.type != "cpu" or n > 16 * BLOCK_PIXELS:
+        return torch.empty(n, device=device, dtype=torch.float32)
+    buf = getattr(_scratch_local, "buf", None)
+    if buf is None or buf.numel() < n:
+        buf = _scratch_local.buf = torch.empty(n, dtype=torch.float32)
+    return buf[:n]
 
 
 def graham(x: torch.Tensor, geom: Geometry | None = None) -> torch.Tensor:
@@ -256,8 +316,7 @@ def graham(x: torch.Tensor, geom: Geometry | None = None) -> torch.Tensor:
             b1 += 1
         blocks.append((b0, b1))
         b0 = b1
-    work = torch.empty(_work_size(max(b1 - b0 for b0, b1 in blocks), H, W), device=x.device,
-                       dtype=torch.float32)
+    work = _scratch(_work_size(max(b1 - b0 for b0, b1 in blocks), H, W), x.device)
     for b0, b1 in blocks:
         _graham_block(x[b0:b1], geom[b0:b1], sigmas[b0], out[b0:b1], work)
     return out
