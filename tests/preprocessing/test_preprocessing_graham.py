@@ -120,3 +120,26 @@ def test_graham_within_one_grey_level_on_real_photographs(real_data_dir):
     assert d.max().item() <= 1.0 / 255
     outside = (g.distance() > 0.9).expand_as(fast)       # the grey surround, in both exactly
     assert bool((fast[outside] == 0.5).all()) and bool((direct[outside] == 0.5).all())
+
+
+@pytest.mark.parametrize("n", [9, 10, 17, 64])
+@pytest.mark.parametrize("dim", [0, 3])
+def test_interpolation_back_from_the_decimated_positions(n, dim):
+    """Pixel p lies between the decimated positions 2i - 1.5: p = 2i gets v[i]/4 + 3v[i+1]/4,
+    p = 2i + 1 gets 3v[i+1]/4 + v[i+2]/4 (the linear interpolation, written out)."""
+    gmod = importlib.import_module("robustbench_fundus.preprocessing.graham")
+    shape = [5, 2, 4, 7]
+    shape[dim] = n // 2 + 2
+    v = torch.randn(*shape, generator=torch.Generator().manual_seed(n))
+    out_shape = list(shape)
+    out_shape[dim] = n
+    out = torch.full(out_shape, float("nan"))
+    gmod._interpolate(v, out, dim)
+    pos = 2 * torch.arange(n // 2 + 2, dtype=torch.float64) - 1.5
+    vm = v.movedim(dim, -1).double()
+    for p in range(n):
+        i = int(torch.searchsorted(pos, torch.tensor(float(p)))) - 1   # pos[i] < p < pos[i+1]
+        t = (p - pos[i]) / 2
+        want = (1 - t) * vm[..., i] + t * vm[..., i + 1]
+        torch.testing.assert_close(out.movedim(dim, -1)[..., p].double(), want, atol=1e-6,
+                                   rtol=0)

@@ -10,7 +10,6 @@ import json
 import sys
 
 import pytest
-import torch
 
 from robustbench_fundus.cli import main
 from robustbench_fundus.errors import RBFError
