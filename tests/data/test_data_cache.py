@@ -1,6 +1,7 @@
 """On-disk cache of working-size crops: hits skip decoding, keyed by content and size, atomic."""
 from __future__ import annotations
 
+import logging
 import shutil
 
 import numpy as np
@@ -85,7 +86,7 @@ def test_damaged_entry_is_rewritten(tmp_path, photo):
     assert load_working_ex(photo, 48, cache_dir=cdir)[1]
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path, photo, monkeypatch):
+def test_atomic_write_leaves_no_partial_file(tmp_path, photo, monkeypatch, caplog):
     cdir = tmp_path / "cache"
 
     real_fdopen = cache_mod.os.fdopen
@@ -105,9 +106,16 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, photo, monkeypatch):
             raise OSError("disk full")
 
     monkeypatch.setattr(cache_mod.os, "fdopen", Full)
-    out = load_working(photo, 48, cache_dir=cdir)  # a failing cache never stops loading
+    monkeypatch.setattr(cache_mod, "_unwritable", set())
+    with caplog.at_level(logging.WARNING, logger=cache_mod.__name__):
+        out = load_working(photo, 48, cache_dir=cdir)  # a failing cache never stops loading
+        load_working(photo, 40, cache_dir=cdir)
     assert out.shape == (3, 48, 48)
     assert not [p for p in cdir.rglob("*") if p.is_file()]
+    # said once per cache folder, on one line naming the folder and what to do
+    (rec,) = [r for r in caplog.records if r.name == cache_mod.__name__]
+    msg = rec.getMessage()
+    assert str(cdir) in msg and "disk full" in msg and "--cache-dir" in msg and "\n" not in msg
 
 
 def test_default_dir_from_env(tmp_path, monkeypatch, photo):

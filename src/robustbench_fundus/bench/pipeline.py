@@ -72,12 +72,14 @@ class BatchPipeline:
         """The clean crops' geometry: rebuilt from ``params`` (the loader's ``geometry``, stored
         with each cached crop) when given, else estimated on ``x_work``; the same either way."""
         from ..preprocessing import Geometry, estimate_geometry
+        from ..preprocessing.geometry import PARAM_NAMES
         with self.clock("decode_geometry"):
             if params is not None:
                 H, W = x_work.shape[-2:]
-                if tuple(params.shape) != (x_work.shape[0], 7):
+                want = (x_work.shape[0], len(PARAM_NAMES))
+                if tuple(params.shape) != want:
                     raise RBFError(f"batch['geometry'] of shape {tuple(params.shape)} for "
-                                   f"{x_work.shape[0]} images: expected (B, 7) from the loader")
+                                   f"{want[0]} images: expected {want} from the loader")
                 return Geometry.from_params(params, H, W, device=x_work.device)
             return self.pre.geometry(x_work) if self.pre is not None else \
                 estimate_geometry(x_work)

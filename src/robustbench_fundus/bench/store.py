@@ -17,9 +17,9 @@ Tables (``schema_version`` in ``meta``):
   ``norm`` (``linf``/``l2``) and ``label`` (e.g. ``pgd_linf_10``); plus ``seconds``,
   ``device``, ``torch_version``, ``precision`` (JSON: the forwards' float32 or bf16 autocast,
   channels-last; NULL in rows written before it was recorded: float32). Columns added after a
-  store was created are added to it when it is opened for writing (same schema version; old rows read them as NULL, and
-  :meth:`ResultStore.results` maps such rows to the settings they were run with: see
-  :func:`legacy_identity`).
+  store was created are added to it when it is opened for writing (same schema version; old
+  rows read them as NULL, and :meth:`ResultStore.results` maps such rows to the settings they
+  were run with: see :func:`legacy_identity`).
 * ``partials``: integer counts of one condition on one *chunk* of the data set (the unit of
   progress), kept until every chunk of the condition is in; then, in the same transaction, the
   ``results`` row is written, checked to be there, and only then the partials deleted. A

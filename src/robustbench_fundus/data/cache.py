@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -57,6 +58,9 @@ CACHE_FORMATS = ("npy", "png")
 DRAFT_DECODING = True
 
 CacheDir = Union[str, os.PathLike, None, bool]
+
+log = logging.getLogger(__name__)
+_unwritable: set[Path] = set()   # cache folders already reported as unwritable (once each)
 
 
 def default_cache_dir() -> Path:
@@ -237,10 +241,17 @@ def load_entry(path, size: int, cache_dir: CacheDir = None, margin: float = 1.0
 
 
 def _save_quietly(cpath: Path, crop: torch.Tensor, geom: torch.Tensor) -> None:
+    """Write an entry; a read-only or full cache never stops loading (the crop is returned all
+    the same), and is reported once per cache folder and process."""
     try:
         _atomic_save(cpath, crop.numpy(), geom.numpy())
-    except OSError:
-        pass  # a read-only or full cache never stops loading
+    except OSError as exc:
+        root = cpath.parents[3]              # <root>/v<N>/<size>/<aa>/<key>.<fmt>
+        if root not in _unwritable:
+            _unwritable.add(root)
+            log.warning("crop cache %s: cannot write (%s); crops are decoded again on every run "
+                        "(give a writable --cache-dir, or cache_dir=False)", root,
+                        exc.strerror or exc)
 
 
 def load_working_ex(path, size: int, cache_dir: CacheDir = None,
